@@ -1,0 +1,3 @@
+"""Hvelv: a self-hostable platform for sensitive health research data."""
+
+__version__ = "0.1.0"
