@@ -1,0 +1,86 @@
+"""The ASGI application: routers, error shape, edge middleware, OpenAPI 3.1 at /v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from hvelv import __version__
+from hvelv.audit import api as audit_api
+from hvelv.health import router as health_router
+from hvelv.http import errors
+from hvelv.http.context import ACTION_KEY
+from hvelv.http.middleware import EdgeMiddleware
+from hvelv.http.routing import check_routes
+from hvelv.identity import api as identity_api
+from hvelv.platform import Platform
+from hvelv.projects import api as projects_api
+from hvelv.security.actions import ACTIONS, Action, Scope
+
+DESCRIPTION = """\
+Hvelv is a self-hostable platform for sensitive health research data: isolated projects,
+MFA identities, scoped tokens and API keys, and a tamper-evident audit ledger.
+
+Every operation names the action it performs (`x-hvelv-action`); one authorization
+decision allows or refuses it. Errors always have the shape
+`{"error": {"code", "message", "details"}}`.
+"""
+
+
+def create_app(platform: Platform) -> FastAPI:
+    app = FastAPI(
+        title="Hvelv API",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.platform = platform
+    errors.install(app)
+    for router in (health_router, identity_api.router, projects_api.router, audit_api.router):
+        app.include_router(router)
+    settings = platform.settings
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["Location", "X-Request-ID"],
+            max_age=600,
+        )
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body=settings.max_json_body_bytes,
+        hsts=settings.base_url.startswith("https://"),
+    )
+    check_routes(app)
+    _secure_openapi(app)
+    return app
+
+
+def _secure_openapi(app: FastAPI) -> None:
+    """Add the bearer scheme and mark which operations need it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An access token from /v1/auth/token, or a project API key.",
+        }
+        for methods in schema.get("paths", {}).values():
+            for operation in methods.values():
+                action = Action(operation[ACTION_KEY])
+                if ACTIONS[action].scope is not Scope.PUBLIC:
+                    operation["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

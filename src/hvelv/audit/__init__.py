@@ -1,0 +1,1 @@
+"""Hash-chained, append-only audit ledger with signed Merkle checkpoints."""

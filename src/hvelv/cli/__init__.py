@@ -1,0 +1,1 @@
+"""The `hvelv` command line: local administration and a client of the REST API."""

@@ -1,0 +1,185 @@
+"""Typed settings: environment variables (``HVELV_*``) and an optional TOML file.
+
+Invalid configuration stops start-up with a message that names the setting
+(:class:`ConfigError`). Settings are immutable once loaded and are passed explicitly;
+there is no global mutable configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "HVELV_CONFIG_FILE"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names every offending setting."""
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_FILE_ENV}: no such file: {path}")
+        return path
+    home = os.environ.get("HVELV_HOME")
+    if home:
+        candidate = Path(home) / "hvelv.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class Settings(BaseSettings):
+    """Every setting of a Hvelv instance. Environment variables are ``HVELV_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HVELV_", extra="forbid", frozen=True, validate_default=True
+    )
+
+    home: Path = Field(
+        default=Path(".hvelv"),
+        description="Instance directory: keyring, embedded database, local blob store.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is SQLite in HOME. "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL", description="SQLite synchronous pragma (FULL survives power loss)."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `hvelv serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `hvelv serve` binds to.")
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL users reach the API on (for links); default http://HOST:PORT.",
+    )
+    access_token_ttl_seconds: int = Field(
+        default=900, ge=30, le=3600, description="Lifetime of access tokens (at most 1 hour)."
+    )
+    refresh_token_ttl_seconds: int = Field(
+        default=8 * 3600, ge=60, le=30 * 24 * 3600, description="Lifetime of a login session."
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, le=100, description="Consecutive failed logins before the account locks."
+    )
+    lockout_base_seconds: int = Field(
+        default=30, ge=1, description="First lock-out; it doubles with every further failure."
+    )
+    lockout_max_seconds: int = Field(
+        default=3600, ge=1, description="Upper bound for the growing lock-out."
+    )
+    max_json_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest JSON request body accepted."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to call the API (CORS)."
+    )
+    totp_issuer: str = Field(default="Hvelv", min_length=1, description="Issuer in otpauth URIs.")
+    audit_checkpoint_interval: int = Field(
+        default=1000, ge=1, description="Sign a Merkle checkpoint every this many audit events."
+    )
+    api_key_max_days: int = Field(
+        default=365, ge=1, le=3650, description="Longest lifetime of an API key."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of the JSON logs."
+    )
+    trust_proxy_headers: bool = Field(
+        default=False, description="Take the client address from X-Forwarded-For."
+    )
+    secure_cookies: bool = Field(default=False, description="Mark cookies Secure (behind TLS).")
+    db_pool_size: int = Field(default=10, ge=1, le=200, description="Database connection pool.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"origin {origin!r} must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _lockout_order(self) -> Settings:
+        if self.lockout_max_seconds < self.lockout_base_seconds:
+            raise ValueError("lockout_max_seconds must be >= lockout_base_seconds")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'hvelv.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings as JSON-able values with secrets and passwords in URLs hidden."""
+        data = self.model_dump(mode="json")
+        for name, value in data.items():
+            if isinstance(getattr(self, name), SecretStr) and value is not None:
+                data[name] = "**********"
+        data["database_url"] = redact_url(self.resolved_database_url)
+        return data
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a database URL."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings or raise :class:`ConfigError` naming each invalid setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            problems.append(f"HVELV_{name.upper()} ({name}): {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

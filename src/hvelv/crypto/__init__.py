@@ -1,0 +1,1 @@
+"""Keys and encryption: keyring, envelope encryption, segmented streams, signatures."""

@@ -1,0 +1,1 @@
+"""The HTTP edge: request context, action-declaring routes, errors, middleware."""

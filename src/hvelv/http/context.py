@@ -1,0 +1,257 @@
+"""Per-request context: authenticate, authorize the route's declared action, audit refusals.
+
+``context`` is attached to every route by :func:`hvelv.http.routing.endpoint`; it reads
+the action from the matched route, so a handler cannot forget to authorize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hvelv.audit.ledger import AuditRecord, Outcome
+from hvelv.audit.trail import AuditTrail
+from hvelv.errors import Forbidden, HvelvError, NotFound, Unauthenticated
+from hvelv.identity.models import AuthSession, User
+from hvelv.platform import Platform
+from hvelv.projects import service as projects
+from hvelv.projects.models import ApiKey, Project
+from hvelv.security.actions import ACTIONS, Action, Role, Scope
+from hvelv.security.authorize import Principal, PrincipalKind, authorize
+from hvelv.security.tokens import API_KEY_PREFIX, InvalidToken, digest, parse_api_key, same_digest
+
+ACTION_KEY = "x-hvelv-action"
+_ACTION_VALUES = frozenset(a.value for a in Action)
+
+
+@dataclass
+class RequestContext:
+    platform: Platform
+    action: Action
+    request_id: str
+    client: str | None
+    principal: Principal | None = None
+    project: Project | None = None
+    roles: frozenset[Role] = frozenset()
+    _session: Session | None = field(default=None, repr=False)
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            db = self.platform.db
+            self._session = db.writer() if ACTIONS[self.action].writes else db.reader()
+        return self._session
+
+    @property
+    def actor(self) -> str:
+        return self.principal.actor if self.principal else "anonymous"
+
+    @property
+    def user_id(self) -> int:
+        if self.principal is None or self.principal.kind is not PrincipalKind.USER:
+            raise Forbidden("only users can do this", code="users_only")
+        return int(self.principal.id)
+
+    @property
+    def session_id(self) -> str:
+        if self.principal is None or self.principal.session_id is None:
+            raise Forbidden("only logged-in users can do this", code="users_only")
+        return self.principal.session_id
+
+    @property
+    def pid(self) -> str:
+        if self.project is None:
+            raise NotFound("no project in this request")
+        return self.project.pid
+
+    def trail(self) -> AuditTrail:
+        return AuditTrail(
+            self.session, self.platform.ledger, self.actor, self.request_id, self.client
+        )
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
+def _client(request: Request) -> str | None:
+    if request.app.state.platform.settings.trust_proxy_headers:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return request.client.host if request.client else None
+
+
+def _route_action(request: Request) -> Action:
+    route = request.scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    value = extra.get(ACTION_KEY)
+    if value is None:  # unreachable: routes without an action are refused at start-up
+        raise Forbidden("route declares no action", code="no_action")
+    return Action(value)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("malformed Authorization header", code="invalid_token")
+    return token.strip()
+
+
+def _authenticate(ctx: RequestContext, token: str) -> Principal:
+    now = datetime.now(UTC)
+    session = ctx.session
+    if token.startswith(API_KEY_PREFIX):
+        try:
+            key_id, secret = parse_api_key(token)
+        except InvalidToken:
+            raise Unauthenticated("invalid API key", code="invalid_token") from None
+        key = session.get(ApiKey, key_id)
+        if (
+            key is None
+            or not same_digest(key.secret_digest, digest(secret))
+            or key.revoked_at is not None
+            or key.expires_at <= now
+        ):
+            raise Unauthenticated("invalid, expired or revoked API key", code="invalid_token")
+        return Principal(
+            kind=PrincipalKind.API_KEY,
+            id=key.key_id,
+            name=key.key_id,
+            scope_project=key.project_id,
+            api_key_actions=frozenset(Action(a) for a in key.actions if a in _ACTION_VALUES),
+        )
+    try:
+        claims = ctx.platform.signer.verify_access(token)
+    except InvalidToken:
+        raise Unauthenticated("invalid or expired access token", code="invalid_token") from None
+    row = session.execute(
+        select(
+            User.username,
+            User.is_operator,
+            User.status,
+            AuthSession.revoked_at,
+            AuthSession.expires_at,
+        )
+        .join(AuthSession, AuthSession.user_id == User.id)
+        .where(AuthSession.id == claims.session_id, User.id == claims.user_id)
+    ).first()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        raise Unauthenticated("the session has ended; log in again", code="session_ended")
+    if row.status != "active":
+        raise Unauthenticated("the account is disabled", code="account_disabled")
+    return Principal(
+        kind=PrincipalKind.USER,
+        id=claims.user_id,
+        name=row.username,
+        is_operator=row.is_operator,
+        scope_project=claims.scope_project,
+        session_id=claims.session_id,
+    )
+
+
+def _refuse(ctx: RequestContext, error: HvelvError, target: str | None) -> HvelvError:
+    ctx.close()
+    ctx.platform.audit_now(
+        AuditRecord(
+            action=ctx.action.value,
+            actor=ctx.actor,
+            outcome=Outcome.DENIED,
+            project_id=ctx.project.pid if ctx.project else None,
+            target=target,
+            request_id=ctx.request_id,
+            client=ctx.client,
+            details={"reason": error.code},
+        )
+    )
+    return error
+
+
+def context(request: Request) -> Iterator[RequestContext]:
+    platform: Platform = request.app.state.platform
+    action = _route_action(request)
+    ctx = RequestContext(
+        platform=platform,
+        action=action,
+        request_id=getattr(request.state, "request_id", "-"),
+        client=_client(request),
+    )
+    info = ACTIONS[action]
+    try:
+        if info.scope is not Scope.PUBLIC:
+            _establish(ctx, request)
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def _establish(ctx: RequestContext, request: Request) -> None:
+    pid = request.path_params.get("pid")
+    target = f"project:{pid}" if pid else None
+    try:
+        token = _bearer(request)
+        if token is None:
+            raise Unauthenticated()
+        ctx.principal = _authenticate(ctx, token)
+    except Unauthenticated as exc:
+        raise _refuse(ctx, exc, target) from None
+    facts = None
+    if pid is not None:
+        ctx.project = ctx.session.get(Project, pid) if isinstance(pid, str) else None
+        if ctx.project is not None:
+            facts = projects.facts(ctx.project)
+            if ctx.principal.kind is PrincipalKind.USER:
+                ctx.roles = projects.roles_of(ctx.session, pid, int(ctx.principal.id))
+    verdict = authorize(ctx.principal, ctx.action, facts, ctx.roles, datetime.now(UTC).date())
+    if not verdict.allowed:
+        if verdict.reason == "no_such_project" and ctx.principal.is_operator:
+            raise _refuse(ctx, NotFound(f"no project {pid}", code="project_not_found"), target)
+        message = {
+            "operator_only": "only operators may do this",
+            "users_only": "API keys cannot do this",
+            "token_scope": "the token is scoped to another project",
+            "api_key_action": "the API key is not granted this action",
+            "project_inactive": "the project is frozen, closed or outside its approval period",
+        }.get(verdict.reason, "you are not allowed to do this in this project")
+        reason = "not_a_member" if verdict.reason == "no_such_project" else verdict.reason
+        raise _refuse(
+            ctx, Forbidden(message, code=reason, details={"action": ctx.action.value}), target
+        )
+    if ctx.principal.kind is PrincipalKind.API_KEY:
+        route = request.scope.get("route")
+        record = AuditRecord(
+            action="apikey.use",
+            actor=ctx.actor,
+            project_id=pid,
+            target=getattr(route, "path", None),
+            request_id=ctx.request_id,
+            client=ctx.client,
+            details={"action": ctx.action.value, "method": request.method},
+        )
+        if info_writes(ctx.action):
+            ctx.platform.ledger.record(ctx.session, record)  # same transaction as the change
+        else:
+            ctx.platform.audit_now(record)
+
+
+def info_writes(action: Action) -> bool:
+    return ACTIONS[action].writes
+
+
+Ctx = Annotated[RequestContext, Depends(context)]
+
+
+def audit_details(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

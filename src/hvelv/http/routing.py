@@ -1,0 +1,100 @@
+"""Routes that declare their action.
+
+``endpoint(router, "GET", "/path", Action.X)`` registers a handler with the action in its
+OpenAPI operation (``x-hvelv-action``), the authorization dependency attached, and the
+error responses documented. :func:`check_routes` refuses to start an app with any route
+that bypasses this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict
+from starlette.routing import Route
+
+from hvelv.http.context import ACTION_KEY, context
+from hvelv.security.actions import ACTIONS, Action, Scope
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# non-API routes that may exist without an action (served by the framework, public)
+FRAMEWORK_ROUTES = {"/v1/openapi.json"}
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(title="ErrorDetail")
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of the API."""
+
+    error: ErrorDetail
+
+
+_COMMON = {
+    400: "Bad request",
+    413: "Request body too large",
+    422: "Invalid input",
+    500: "Internal error",
+}
+_AUTH = {401: "Not authenticated", 403: "Not allowed"}
+_PROJECT = {404: "No such object"}
+
+
+def _responses(action: Action, extra: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    codes = dict(_COMMON)
+    info = ACTIONS[action]
+    if info.scope is not Scope.PUBLIC:
+        codes.update(_AUTH)
+    if info.scope is Scope.PROJECT:
+        codes.update(_PROJECT)
+    codes.update(extra)
+    return {code: {"model": ErrorResponse, "description": text} for code, text in codes.items()}
+
+
+def endpoint(
+    router: APIRouter,
+    method: str,
+    path: str,
+    action: Action,
+    *,
+    errors: dict[int, str] | None = None,
+    **kwargs: Any,
+) -> Callable[[F], F]:
+    def register(handler: F) -> F:
+        router.add_api_route(
+            path,
+            handler,
+            methods=[method],
+            dependencies=[Depends(context)],
+            openapi_extra={ACTION_KEY: action.value},
+            responses=_responses(action, errors or {}),
+            **kwargs,
+        )
+        return handler
+
+    return register
+
+
+class UnprotectedRoute(RuntimeError):
+    pass
+
+
+def check_routes(app: FastAPI) -> None:
+    """Fail start-up if any route lacks a declared action or the authorization dependency."""
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            extra = route.openapi_extra or {}
+            if ACTION_KEY not in extra or extra[ACTION_KEY] not in {a.value for a in Action}:
+                raise UnprotectedRoute(f"route {route.path} declares no known action")
+            if not any(dep.call is context for dep in route.dependant.dependencies):
+                raise UnprotectedRoute(f"route {route.path} lacks the authorization dependency")
+        elif isinstance(route, Route) and route.path not in FRAMEWORK_ROUTES:
+            raise UnprotectedRoute(f"route {route.path} is not an action-declaring API route")

@@ -1,0 +1,1 @@
+"""Users, login with password and TOTP, sessions and refresh tokens."""

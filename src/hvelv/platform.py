@@ -1,0 +1,67 @@
+"""The running instance: settings, database, keyring, audit ledger and token signer.
+
+Built once per process (``Platform.open``) and passed explicitly; nothing global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hvelv.audit.ledger import AuditRecord, Ledger
+from hvelv.audit.trail import AuditTrail
+from hvelv.config import Settings
+from hvelv.crypto.keyring import Keyring, load_keyring
+from hvelv.db import migrate
+from hvelv.db.engine import Database
+from hvelv.security.tokens import TokenSigner
+
+
+class NotInitialised(Exception):
+    """The instance has no keyring or its database is not migrated."""
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    ledger: Ledger
+    signer: TokenSigner
+
+    @classmethod
+    def open(cls, settings: Settings, *, check_schema: bool = True) -> Platform:
+        keyring = load_keyring(settings.home)
+        db = Database(
+            settings.resolved_database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            pool_size=settings.db_pool_size,
+        )
+        if check_schema and not migrate.is_current(db.engine):
+            db.dispose()
+            raise NotInitialised(
+                "the database schema is not current; run `hvelv db upgrade` (or `hvelv init`)"
+            )
+        return cls.build(settings, db, keyring)
+
+    @classmethod
+    def build(cls, settings: Settings, db: Database, keyring: Keyring) -> Platform:
+        ledger = Ledger(
+            keyring.signing_key, keyring.signing_key_id, settings.audit_checkpoint_interval
+        )
+        signer = TokenSigner(keyring.token_key, keyring.token_key_id)
+        return cls(settings=settings, db=db, keyring=keyring, ledger=ledger, signer=signer)
+
+    def audit_now(self, record: AuditRecord) -> None:
+        """Write one event in its own transaction (refusals, API key use)."""
+        with self.db.write() as session:
+            self.ledger.record(session, record)
+
+    def run_as(self, actor: str, work: Callable[[AuditTrail], Any]) -> Any:
+        """Run local administration (CLI) in one write transaction with an audit trail."""
+        with self.db.write() as session:
+            return work(AuditTrail(session, self.ledger, actor))
+
+    def close(self) -> None:
+        self.db.dispose()

@@ -1,0 +1,1 @@
+"""Projects, memberships, API keys and project keys."""

@@ -1,0 +1,1 @@
+"""Authentication and authorization: passwords, TOTP, tokens, API keys, authorize()."""
