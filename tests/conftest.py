@@ -79,17 +79,17 @@ def _reset_postgres(url: str) -> None:
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         conn.execute(
-            text("UPDATE audit_head SET seq = 0, hash = :z, frontier = '[]', key_id = NULL, "
-                 "signature = NULL"),
+            text(
+                "UPDATE audit_head SET seq = 0, hash = :z, frontier = '[]', key_id = NULL, "
+                "signature = NULL"
+            ),
             {"z": bytes(32)},
         )
     engine.dispose()
 
 
 @pytest.fixture
-def database_for(
-    postgres_url: str | None, sqlite_template: Path
-) -> Any:
+def database_for(postgres_url: str | None, sqlite_template: Path) -> Any:
     """Returns a function giving a fresh migrated database URL inside a home directory."""
 
     def make(home: Path) -> str:
@@ -149,7 +149,9 @@ def project(client: TestClient, operator: Person) -> str:
 
 
 @pytest.fixture
-def people(platform: Platform, client: TestClient, operator: Person, project: str) -> dict[str, Person]:
+def people(
+    platform: Platform, client: TestClient, operator: Person, project: str
+) -> dict[str, Person]:
     """One logged-in person per project role, plus an outsider with their own project."""
     team: dict[str, Person] = {"operator": operator}
     for role in ("owner", "data_manager", "member", "auditor"):

@@ -59,9 +59,12 @@ def test_frozen_project_allows_only_audit_and_metadata_reads(
     client: TestClient, people: dict[str, Person], project: str
 ) -> None:
     op = people["operator"].headers
-    assert client.patch(
-        f"/v1/projects/{project}/admin", json={"status": "frozen"}, headers=op
-    ).status_code == 200
+    assert (
+        client.patch(
+            f"/v1/projects/{project}/admin", json={"status": "frozen"}, headers=op
+        ).status_code
+        == 200
+    )
     owner = people["owner"].headers
     assert client.get(f"/v1/projects/{project}/audit", headers=owner).status_code == 200
     assert client.get(f"/v1/projects/{project}", headers=owner).json()["status"] == "frozen"
@@ -69,9 +72,12 @@ def test_frozen_project_allows_only_audit_and_metadata_reads(
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "project_inactive"
     # the operator can still administer (and unfreeze) it
-    assert client.patch(
-        f"/v1/projects/{project}/admin", json={"status": "active"}, headers=op
-    ).status_code == 200
+    assert (
+        client.patch(
+            f"/v1/projects/{project}/admin", json={"status": "active"}, headers=op
+        ).status_code
+        == 200
+    )
     assert client.get(f"/v1/projects/{project}/api-keys", headers=owner).status_code == 200
 
 
@@ -102,30 +108,31 @@ def test_operator_has_no_data_actions(
     assert refused.json()["error"]["code"] == "operator_not_member"
 
 
-def test_membership_add_remove(
-    client: TestClient, people: dict[str, Person], project: str
-) -> None:
+def test_membership_add_remove(client: TestClient, people: dict[str, Person], project: str) -> None:
     owner = people["owner"].headers
     added = client.post(
-        f"/v1/projects/{project}/members", json={"username": "outsider", "role": "auditor"},
+        f"/v1/projects/{project}/members",
+        json={"username": "outsider", "role": "auditor"},
         headers=owner,
     )
     assert added.status_code == 201
     duplicate = client.post(
-        f"/v1/projects/{project}/members", json={"username": "outsider", "role": "auditor"},
+        f"/v1/projects/{project}/members",
+        json={"username": "outsider", "role": "auditor"},
         headers=owner,
     )
     assert duplicate.status_code == 409
     outsider = people["outsider"].headers
     assert client.get(f"/v1/projects/{project}/audit", headers=outsider).status_code == 200
-    assert client.delete(
-        f"/v1/projects/{project}/members/outsider", headers=owner
-    ).status_code == 204
+    assert (
+        client.delete(f"/v1/projects/{project}/members/outsider", headers=owner).status_code == 204
+    )
     assert client.get(f"/v1/projects/{project}/audit", headers=outsider).status_code == 403
     missing = client.delete(f"/v1/projects/{project}/members/outsider", headers=owner)
     assert missing.status_code == 404
     nobody = client.post(
-        f"/v1/projects/{project}/members", json={"username": "nobody", "role": "member"},
+        f"/v1/projects/{project}/members",
+        json={"username": "nobody", "role": "member"},
         headers=owner,
     )
     assert nobody.status_code == 404
@@ -158,9 +165,12 @@ def test_api_key_is_scoped_limited_audited_and_revocable(
     ).json()["items"]
     assert events
     assert events[0]["actor"] == f"api_key:{key_id}"
-    assert client.delete(
-        f"/v1/projects/{project}/api-keys/{key_id}", headers=owner.headers
-    ).status_code == 204
+    assert (
+        client.delete(
+            f"/v1/projects/{project}/api-keys/{key_id}", headers=owner.headers
+        ).status_code
+        == 204
+    )
     assert client.get(f"/v1/projects/{project}/audit", headers=auth).status_code == 401
     wrong = {"Authorization": f"Bearer {secret[:-2]}xx"}
     assert client.get(f"/v1/projects/{project}/audit", headers=wrong).status_code == 401

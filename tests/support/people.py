@@ -43,8 +43,13 @@ def make_person(platform: Platform, username: str, *, operator: bool = False) ->
     new = platform.run_as(
         "local:test",
         lambda trail: identity.create_user(
-            trail.session, trail, platform.keyring, username, is_operator=operator,
-            enrol_totp=True, password=PASSWORD,
+            trail.session,
+            trail,
+            platform.keyring,
+            username,
+            is_operator=operator,
+            enrol_totp=True,
+            password=PASSWORD,
         ),
     )
     assert new.totp_secret is not None

@@ -6,14 +6,31 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, BeforeValidator
 
 from hvelv.audit.service import AuditQuery, query
 from hvelv.http.context import Ctx
 from hvelv.http.routing import endpoint
 from hvelv.security.actions import Action
+from hvelv.text import LINE_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["audit"])
+
+
+def _iso_only(value: object) -> object:
+    """Only ISO 8601 text, as documented (pydantic would also take Unix numbers)."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("use an ISO 8601 date-time such as 2026-01-31T12:00:00Z")
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("give a time zone, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_aware)]
 
 
 class AuditPage(BaseModel):
@@ -22,12 +39,12 @@ class AuditPage(BaseModel):
 
 
 def audit_query(
-    actor: Annotated[str | None, Query(max_length=200)] = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    target: Annotated[str | None, Query(max_length=400)] = None,
+    actor: Annotated[str | None, Query(max_length=200, pattern=LINE_PATTERN)] = None,
+    action: Annotated[str | None, Query(max_length=64, pattern=LINE_PATTERN)] = None,
+    target: Annotated[str | None, Query(max_length=400, pattern=LINE_PATTERN)] = None,
     outcome: Annotated[str | None, Query(pattern="^(success|denied|failed)$")] = None,
-    since: Annotated[datetime | None, Query(description="Events at or after (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="Events before (ISO 8601)")] = None,
+    since: Annotated[IsoTime | None, Query(description="Events at or after (ISO 8601)")] = None,
+    until: Annotated[IsoTime | None, Query(description="Events before (ISO 8601)")] = None,
     after_seq: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditQuery:

@@ -7,7 +7,7 @@ body. Reports the first event that was altered, removed or inserted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ class Report:
 Row = tuple[int, bytes, bytes, bytes]
 
 
-def _rows(engine: Engine) -> Iterator[Row]:
+def _rows(engine: Engine) -> Generator[Row, None, None]:
     raw = engine.raw_connection()
     try:
         driver: Any = raw.driver_connection
@@ -77,15 +77,17 @@ def _rows(engine: Engine) -> Iterator[Row]:
         else:
             cursor = driver.cursor(name="hvelv_audit_verify")
             cursor.itersize = BATCH
-        cursor.execute(query)
-        while True:
-            batch = cursor.fetchmany(BATCH)
-            if not batch:
-                break
-            for seq, body, prev, digest in batch:
-                yield int(seq), bytes(body), bytes(prev), bytes(digest)
-        cursor.close()
-        raw.rollback()
+        try:
+            cursor.execute(query)
+            while True:
+                batch = cursor.fetchmany(BATCH)
+                if not batch:
+                    break
+                for seq, body, prev, digest in batch:
+                    yield int(seq), bytes(body), bytes(prev), bytes(digest)
+        finally:
+            cursor.close()
+            raw.rollback()
     finally:
         raw.close()
 
@@ -98,6 +100,15 @@ def _column_mismatch(engine: Engine) -> int | None:
 
 
 def verify(engine: Engine, public_key: Ed25519PublicKey) -> Report:
+    """Verify the whole ledger; the report names the first problem found, if any."""
+    rows = _rows(engine)
+    try:
+        return _verify(engine, public_key, rows)
+    finally:
+        rows.close()
+
+
+def _verify(engine: Engine, public_key: Ed25519PublicKey, rows: Iterator[Row]) -> Report:
     with engine.connect() as conn:
         checkpoints = {cp.tree_size: cp for cp in conn.execute(select(AuditCheckpoint)).all()}
         head = conn.execute(select(AuditHead).where(AuditHead.id == 1)).one()
@@ -113,7 +124,6 @@ def verify(engine: Engine, public_key: Ed25519PublicKey) -> Report:
     expected = 1
     last = GENESIS
     frontier: merkle.Frontier = []
-    rows = _rows(engine)
     pending: Row | None = next(rows, None)
     seen = 0
     while pending is not None:

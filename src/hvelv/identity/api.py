@@ -29,6 +29,7 @@ from hvelv.identity.schemas import (
 )
 from hvelv.projects.models import Membership
 from hvelv.security.actions import Action
+from hvelv.text import LINE_PATTERN
 
 router = APIRouter(prefix="/v1")
 
@@ -224,7 +225,8 @@ def create_user(body: UserCreate, ctx: Ctx) -> UserCreated:
 def list_users(
     ctx: Ctx,
     after: Annotated[
-        str | None, Query(max_length=64, description="Page after this username")
+        str | None,
+        Query(max_length=64, pattern=LINE_PATTERN, description="Page after this username"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> UserList:

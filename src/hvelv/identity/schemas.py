@@ -7,17 +7,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hvelv.text import Line
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class TokenRequest(Strict):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=256)
-    totp_code: str = Field(min_length=6, max_length=6, pattern=r"^[0-9]{6}$")
-    new_password: str | None = Field(default=None, min_length=1, max_length=256)
-    project: str | None = Field(
+    username: Line = Field(min_length=1, max_length=64)
+    password: Line = Field(min_length=1, max_length=256)
+    totp_code: Line = Field(min_length=6, max_length=6, pattern=r"^[0-9]{6}$")
+    new_password: Line | None = Field(default=None, min_length=1, max_length=256)
+    project: Line | None = Field(
         default=None, pattern=r"^p[0-9]{4,9}$", description="Scope the token to one project."
     )
 
@@ -31,12 +33,12 @@ class TokenResponse(BaseModel):
 
 
 class RefreshRequest(Strict):
-    refresh_token: str = Field(min_length=1, max_length=200)
+    refresh_token: Line = Field(min_length=1, max_length=200)
 
 
 class EnrolRequest(Strict):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=256)
+    username: Line = Field(min_length=1, max_length=64)
+    password: Line = Field(min_length=1, max_length=256)
 
 
 class EnrolResponse(BaseModel):
@@ -45,18 +47,18 @@ class EnrolResponse(BaseModel):
 
 
 class PasswordChange(Strict):
-    current_password: str = Field(min_length=1, max_length=256)
-    new_password: str = Field(min_length=1, max_length=256)
+    current_password: Line = Field(min_length=1, max_length=256)
+    new_password: Line = Field(min_length=1, max_length=256)
 
 
 class UserCreate(Strict):
-    username: str = Field(min_length=2, max_length=63)
-    display_name: str = Field(default="", max_length=200)
+    username: Line = Field(min_length=2, max_length=63)
+    display_name: Line = Field(default="", max_length=200)
     operator: bool = False
 
 
 class UserUpdate(Strict):
-    display_name: str | None = Field(default=None, max_length=200)
+    display_name: Line | None = Field(default=None, max_length=200)
     status: Literal["active", "disabled"] | None = None
     operator: bool | None = None
     reset_credentials: bool = False
@@ -73,7 +75,7 @@ class UserOut(BaseModel):
 
 
 class UserCreated(UserOut):
-    one_time_password: str = Field(description="Shown once; must be changed at first login.")
+    one_time_password: Line = Field(description="Shown once; must be changed at first login.")
 
 
 class UserUpdated(UserOut):

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hvelv.security.actions import Action, Role
+from hvelv.text import Line, Text
 
 # DUO permission and modifier codes a project may declare as approved purposes
 DUO_PURPOSES = {
@@ -49,9 +50,9 @@ Name = Field(min_length=1, max_length=200)
 
 
 class ProjectCreate(Strict):
-    name: str = Name
-    description: str = Field(default="", max_length=4000)
-    ethics_ref: str = Field(min_length=1, max_length=100, description="Ethics approval reference")
+    name: Line = Name
+    description: Text = Field(default="", max_length=4000)
+    ethics_ref: Line = Field(min_length=1, max_length=100, description="Ethics approval reference")
     approval_start: date
     approval_end: date
     purposes: list[Purpose] = Field(min_length=1, max_length=20)
@@ -61,14 +62,14 @@ class ProjectCreate(Strict):
 class ProjectUpdate(Strict):
     """Owners change name, description and purposes; operators status and approval."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=4000)
+    name: Line | None = Field(default=None, min_length=1, max_length=200)
+    description: Text | None = Field(default=None, max_length=4000)
     purposes: list[Purpose] | None = Field(default=None, min_length=1, max_length=20)
 
 
 class ProjectAdmin(Strict):
     status: Literal["active", "frozen", "closed"] | None = None
-    ethics_ref: str | None = Field(default=None, min_length=1, max_length=100)
+    ethics_ref: Line | None = Field(default=None, min_length=1, max_length=100)
     approval_start: date | None = None
     approval_end: date | None = None
     quota_bytes: int | None = Field(default=None, ge=0)
@@ -94,7 +95,7 @@ class ProjectList(BaseModel):
 
 
 class MemberAdd(Strict):
-    username: str = Field(min_length=2, max_length=63)
+    username: Line = Field(min_length=2, max_length=63)
     role: Role
 
 
@@ -105,7 +106,7 @@ class MemberOut(BaseModel):
 
 
 class ApiKeyCreate(Strict):
-    name: str = Field(min_length=1, max_length=100)
+    name: Line = Field(min_length=1, max_length=100)
     actions: list[Action] = Field(min_length=1, max_length=50)
     expires_in_days: int = Field(default=90, ge=1, le=3650)
 

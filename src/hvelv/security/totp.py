@@ -35,7 +35,7 @@ def current_code(secret: str, at: float | None = None) -> str:
 
 def accept(secret: str, code: str, last_step: int, at: float | None = None) -> int | None:
     """The time step the code belongs to, or None if wrong, stale or replayed."""
-    if len(code) != DIGITS or not code.isdigit():
+    if len(code) != DIGITS or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD)
     now_step = int((time.time() if at is None else at) // PERIOD)

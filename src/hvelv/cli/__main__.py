@@ -1,0 +1,5 @@
+"""`python -m hvelv.cli`."""
+
+from hvelv.cli.main import main
+
+main()
