@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
-from argon2 import PasswordHasher
 
 from hvelv.app import create_app
 from hvelv.config import Settings, load_settings
@@ -51,7 +50,7 @@ def postgres_url() -> Iterator[str | None]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no backend"
+    except Exception as exc:
         admin.dispose()
         missing(f"PostgreSQL at {url.host}:{url.port} unavailable: {exc.__class__.__name__}")
     test_url = url.set(database=name).render_as_string(hide_password=False)

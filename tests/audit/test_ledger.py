@@ -36,9 +36,13 @@ def test_append_chains_and_checkpoints(platform: Platform) -> None:
 
 
 def test_event_is_written_in_the_callers_transaction(platform: Platform) -> None:
-    with pytest.raises(RuntimeError), platform.db.write() as session:
-        platform.ledger.record(session, AuditRecord(action="a", actor="user:x"))
-        raise RuntimeError("the change failed")
+    def failing_change() -> None:
+        with platform.db.write() as session:
+            platform.ledger.record(session, AuditRecord(action="a", actor="user:x"))
+            raise RuntimeError("the change failed")
+
+    with pytest.raises(RuntimeError):
+        failing_change()
     with platform.db.read() as session:
         assert session.execute(select(func.count()).select_from(AuditEvent)).scalar() == 0
         head = session.get(AuditHead, 1)

@@ -8,7 +8,9 @@ body. Reports the first event that was altered, removed or inserted.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -16,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select, text
 
 from hvelv.audit import merkle
-from hvelv.audit.ledger import GENESIS, chain_hash, checkpoint_message, head_message
+from hvelv.audit.ledger import GENESIS, checkpoint_message, head_message
 from hvelv.audit.models import AuditCheckpoint, AuditHead
 
 BATCH = 20_000
@@ -112,9 +114,21 @@ def _verify(engine: Engine, public_key: Ed25519PublicKey, rows: Iterator[Row]) -
     with engine.connect() as conn:
         checkpoints = {cp.tree_size: cp for cp in conn.execute(select(AuditCheckpoint)).all()}
         head = conn.execute(select(AuditHead).where(AuditHead.id == 1)).one()
-    mismatch = _column_mismatch(engine)
+    # the column check runs in the database while this thread walks the chain
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        columns = pool.submit(_column_mismatch, engine)
+        return _walk(rows, checkpoints, head, public_key, columns)
 
+
+def _walk(
+    rows: Iterator[Row],
+    checkpoints: dict[int, Any],
+    head: Any,
+    public_key: Ed25519PublicKey,
+    columns: Future[int | None],
+) -> Report:
     def first(problem: Problem | None) -> Problem | None:
+        mismatch = columns.result()
         if mismatch is not None and (problem is None or mismatch < problem.seq):
             return Problem(
                 "altered", mismatch, f"event {mismatch} was altered (columns disagree with body)"
@@ -136,7 +150,7 @@ def _verify(engine: Engine, public_key: Ed25519PublicKey, rows: Iterator[Row]) -
                 else f"events {expected}..{seq - 1} were"
             )
             return Report(seen, 0, first(Problem("removed", expected, f"{gap} removed")))
-        if chain_hash(prev, body) != digest:
+        if sha256(prev + body).digest() != digest:
             return Report(seen, 0, first(Problem("altered", seq, f"event {seq} was altered")))
         if prev != last:
             if pending is None or pending[2] == last:
@@ -146,7 +160,11 @@ def _verify(engine: Engine, public_key: Ed25519PublicKey, rows: Iterator[Row]) -
                     "removed", seq, f"an event before {seq} was removed (chain link broken)"
                 )
             return Report(seen, 0, first(link))
-        merkle.push(frontier, digest)
+        # merkle.push, inlined: this loop is the verifier's hot path
+        frontier.append((1, sha256(b"\x00" + digest).digest()))
+        while len(frontier) >= 2 and frontier[-1][0] == frontier[-2][0]:
+            size, right = frontier.pop()
+            frontier[-1] = (2 * size, sha256(b"\x01" + frontier[-1][1] + right).digest())
         checkpoint = checkpoints.get(seq)
         if checkpoint is not None:
             cp_problem = _check_checkpoint(checkpoint, frontier, digest, public_key)

@@ -167,9 +167,11 @@ def demo(
             totp.provisioning_uri(first["totp_secret"], first["username"], settings.totp_issuer)
         )
         console.print(
-            f"Scan for [bold]{first['username']}[/] in an authenticator app, or let the CLI do it:\n"
+            f"Scan for [bold]{first['username']}[/] in an authenticator app, "
+            "or let the CLI do it:\n"
             f"  hvelv login --url {settings.base_url} --username {first['username']}\n"
-            f"Open: {settings.base_url}/healthz  ·  API: {settings.base_url}/v1/openapi.json"
+            f"Open: {settings.base_url}/healthz  ·  "
+            f"API: {settings.base_url}/v1/openapi.json"
         )
     if not no_serve:
         _run(settings, 1)

@@ -1,0 +1,37 @@
+# Hvelv — two commands on a fresh machine:  make demo  ·  make test
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## demo: install, initialise ./.hvelv (SQLite + local disk) with a demo project, and serve on 127.0.0.1:8000
+demo: $(STAMP)
+	$(BIN)/hvelv demo --home .hvelv --port 8000
+
+## test: install with test extras and run the whole suite (HVELV_TEST_DATABASE_URL selects PostgreSQL)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/api.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""Benchmark the cost of authentication + authorization on a read endpoint.
+
+One `hvelv serve` process (1 worker) on loopback; the same asyncio load generator hits
+a trivial unauthenticated endpoint (/healthz) and an authenticated project read
+(GET /v1/projects/{pid}: token verification, session check, membership, authorize(),
+database read), each for the same duration with the same concurrency.
+
+Usage: python bench/api.py [--seconds 8] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.server import hvelv_command, running_server
+
+from hvelv.security import totp
+
+
+async def load(
+    url: str, headers: dict[str, str], seconds: float, concurrency: int
+) -> tuple[float, int]:
+    done = 0
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done, errors
+            while time.perf_counter() < deadline:
+                response = await client.get(url, headers=headers)
+                if response.status_code == 200:
+                    done += 1
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return done / elapsed, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hvelv-bench-") as tmp:
+        home = Path(tmp) / "home"
+        env = {"HVELV_HOME": str(home), "HVELV_LOG_LEVEL": "WARNING"}
+        init = subprocess.run(
+            [*hvelv_command(), "init", "--json"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        creds = json.loads(init.stdout)
+        with running_server(env, Path(tmp) / "server.log") as url:
+            token = httpx.post(
+                f"{url}/v1/auth/token",
+                json={
+                    "username": creds["username"],
+                    "password": creds["password"],
+                    "totp_code": totp.current_code(creds["totp_secret"]),
+                    "new_password": "benchmark passphrase",
+                },
+            ).json()["access_token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            pid = httpx.post(
+                f"{url}/v1/projects",
+                headers=auth,
+                json={
+                    "name": "bench",
+                    "ethics_ref": "REK 1",
+                    "approval_start": "2020-01-01",
+                    "approval_end": "2099-01-01",
+                    "purposes": [{"code": "DUO:0000006"}],
+                },
+            ).json()["pid"]
+            asyncio.run(load(f"{url}/healthz", {}, 1, args.concurrency))  # warm-up
+            trivial, e1 = asyncio.run(load(f"{url}/healthz", {}, args.seconds, args.concurrency))
+            authed, e2 = asyncio.run(
+                load(f"{url}/v1/projects/{pid}", auth, args.seconds, args.concurrency)
+            )
+    print(f"concurrency {args.concurrency}, {args.seconds:.0f} s each, 1 server worker, loopback")
+    print(f"trivial GET /healthz:              {trivial:,.0f} req/s ({e1} errors)")
+    print(f"authenticated GET /v1/projects/ID: {authed:,.0f} req/s ({e2} errors)")
+    print(f"goal auth_rps_ratio = {authed / trivial:.2f} (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
