@@ -226,9 +226,12 @@ class Folded:
     notes: tuple[str, ...]
 
 
-def fold(events: Iterable[ConsentEvent], at: dt.datetime, ctx: FoldContext) -> Folded:
-    """Fold the events with ``event.at <= at`` in ``(at, seq)`` order."""
-    considered = sorted((e for e in events if e.at <= at), key=lambda e: (e.at, e.seq))
+def fold(events: Iterable[ConsentEvent], at: dt.datetime | None, ctx: FoldContext) -> Folded:
+    """Fold the events with ``event.at <= at`` (all events when ``at`` is None) in ``(at, seq)``
+    order."""
+    considered = sorted(
+        (e for e in events if at is None or e.at <= at), key=lambda e: (e.at, e.seq)
+    )
     state = EMPTY_STATE
     notes: list[str] = []
     for event in considered:
