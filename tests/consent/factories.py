@@ -225,5 +225,6 @@ def withdrawn(
     scope: WithdrawalScope = WithdrawalScope.STOP_USE,
     *,
     actor: Actor = ME,
+    participant: str = "p1",
 ) -> ConsentEvent:
-    return ev(seq, EventKind.WITHDRAWN, when, actor=actor, scope=scope)
+    return ev(seq, EventKind.WITHDRAWN, when, actor=actor, scope=scope, participant=participant)
