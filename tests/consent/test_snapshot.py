@@ -187,3 +187,13 @@ def test_incremental_equals_from_scratch(
     # the live snapshot's position counts every applied event up to its time
     assert live.ledger_position == max((e.seq for e in events if e.at <= at), default=0)
     assert position == live.ledger_position
+
+
+def test_index_grows_past_its_initial_capacity() -> None:
+    index = index_of({})
+    for n in range(40):
+        index.add_participants([(f"x{n}", None)])
+        index.apply(given_event(n + 1, day(1), participant=f"x{n}"))
+    snap = index.snapshot(USE, day(2), approval=APPROVAL)
+    assert len(snap.pseudonyms) == 40
+    assert snap.ledger_position == 40
