@@ -66,6 +66,7 @@ __all__ = [
     "UnsupportedFormatError",
     "ciphertext_span",
     "decrypt_stream",
+    "encrypt_bytes",
     "encrypted_size",
     "header_bytes",
     "parse_header",
@@ -311,8 +312,7 @@ class SegmentWriter:
             writer._length += len(restored)
         if expected_length is not None and expected_length != writer._length:
             raise IntegrityError(
-                f"persisted data holds {writer._length} plaintext bytes, "
-                f"expected {expected_length}"
+                f"persisted data holds {writer._length} plaintext bytes, expected {expected_length}"
             )
         return writer
 
