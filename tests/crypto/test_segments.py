@@ -120,7 +120,7 @@ def test_any_chunking_round_trips(data: bytes, segment_size: int, cuts: list[int
     w = SegmentWriter(KEY, OID, segment_size)
     out: list[bytes] = []
     prev = 0
-    for cut in sorted(c for c in cuts if c <= len(data)) + [len(data)]:
+    for cut in [*sorted(c for c in cuts if c <= len(data)), len(data)]:
         out += w.write(data[prev:cut])
         prev = cut
     out.append(w.finish())
@@ -263,9 +263,9 @@ def test_appended_segment_is_detected() -> None:
 
 
 def test_final_segment_made_inner_by_appending_is_detected() -> None:
-    # Take a 3.5-segment object and append a fresh final segment of another object.
+    # Drop the final segment and put in the final segment of another object.
     header, segs = split_segments(encrypt(os.urandom(2 * S)))
-    other_header, other = split_segments(encrypt(os.urandom(5)))
+    _other_header, other = split_segments(encrypt(os.urandom(5)))
     with pytest.raises(IntegrityError):
         decrypt(header + b"".join(segs[:-1]) + other[-1])
 
@@ -343,7 +343,7 @@ def test_resume_from_nothing() -> None:
     w.write(b"abc")
     tail = w.checkpoint()
     w2 = SegmentWriter.resume(KEY, OID, [], segment_size=S, tail=tail)
-    out = w2.write(b"d" * S) + [w2.finish()]
+    out = [*w2.write(b"d" * S), w2.finish()]
     assert decrypt(b"".join(out)) == b"abc" + b"d" * S
     w3 = SegmentWriter.resume(KEY, OID, [], segment_size=S)
     assert decrypt(w3.finish()) == b""
