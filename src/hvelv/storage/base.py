@@ -10,9 +10,14 @@ Resumable writes use a multipart API modelled on S3's, so S3 maps onto it one to
   store keeps no process memory about it: the caller records the id (e.g. in the uploads
   table) and any process can continue, complete or abort the upload later.
   :meth:`BlobStore.list_uploads` finds uploads whose id was never recorded (crash cleanup).
-* Parts are numbered from 1 and written in order: ``write_part(n)`` needs parts
-  ``1..n-1`` present; writing ``n`` again replaces the last part (a retry). A part is
-  durable when ``write_part`` returns.
+* Parts are numbered from 1, written in order and once: ``write_part(n)`` needs exactly
+  parts ``1..n-1`` present. A part is durable when ``write_part`` returns. After a failed
+  or interrupted write, :meth:`BlobStore.list_parts` is the truth (the part may or may not
+  have been stored; S3 part uploads and local parts are all-or-nothing), and the writer
+  is rebuilt from the stored parts (``SegmentWriter.resume``). Parts are not rewritten
+  because re-encryption never gives the same bytes and because SeaweedFS (4.48) keeps
+  both versions of a re-uploaded part in its part list instead of replacing it.
+  Callers serialise writes to one upload (e.g. with a row lock on the upload record).
 * Every part but the last must hold at least :attr:`BlobStore.min_part_size` bytes (5 MiB
   on S3). Stores refuse a part that would break this as soon as they can see it (when
   the next part is written) and at :meth:`BlobStore.complete`.
@@ -77,7 +82,7 @@ class UploadNotFoundError(StorageError):
 
 
 class PartOrderError(StorageError, ValueError):
-    """Parts must be written 1, 2, 3, ... (the last one may be written again)."""
+    """Parts must be written 1, 2, 3, ..., each once."""
 
 
 class PartTooSmallError(StorageError, ValueError):
@@ -230,7 +235,11 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects whose key starts with ``prefix`` (a plain string prefix), by key."""
+        """Objects whose key starts with ``prefix`` (a plain string prefix).
+
+        The order is not specified: S3 promises key order, but S3-compatible servers such as
+        SeaweedFS list directory by directory. Sort if order matters.
+        """
 
     @abc.abstractmethod
     def copy(self, src: str, dst: str) -> ObjectInfo:
@@ -252,9 +261,10 @@ class BlobStore(abc.ABC):
     def write_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartInfo:
         """Store part ``part_number`` (>= 1) durably before returning.
 
-        Raises PartOrderError unless parts ``1..part_number-1`` exist and no later part
-        does, PartTooSmallError if the previous part is smaller than ``min_part_size``,
-        UploadNotFoundError for an unknown or finished upload.
+        Raises PartOrderError unless exactly parts ``1..part_number-1`` exist (so also
+        when this part is already stored), PartTooSmallError if the previous part is
+        smaller than ``min_part_size``, UploadNotFoundError for an unknown or finished
+        upload.
         """
 
     @abc.abstractmethod

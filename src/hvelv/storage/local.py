@@ -11,8 +11,7 @@ Parts are appended to a single data file and recorded in a small journal that is
 atomically after the data is fsync'ed; the journal is the truth, bytes beyond it are
 leftovers of an interrupted write and are overwritten. ``complete`` truncates the data file
 to the completed parts and renames it into place, so an upload's bytes are written once
-(no re-assembly copy). Rewriting the last part first drops it from the journal: a crash
-during a retry leaves the part absent, never half old and half new.
+(no re-assembly copy).
 
 Whole objects are written to a temporary file in the target directory, fsync'ed, renamed
 over the target, and the directory is fsync'ed before returning.
@@ -322,13 +321,10 @@ class LocalBlobStore(BlobStore):
         directory = self._upload_dir(key, upload_id)
         sizes = self._read_journal(directory)
         count = len(sizes)
-        if part_number == count and count >= 1:
-            sizes.pop()  # a retry of the last part replaces it
-            self._write_journal(directory, sizes)
-        elif part_number != count + 1:
+        if part_number != count + 1:
             raise PartOrderError(
                 f"part {part_number} cannot follow {count} stored part(s): parts are written "
-                "in order and only the last one may be written again"
+                "in order, each once"
             )
         if sizes and sizes[-1] < self.min_part_size:
             raise PartTooSmallError(

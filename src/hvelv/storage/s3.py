@@ -288,16 +288,17 @@ class S3BlobStore(BlobStore):
     def write_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartInfo:
         if not 1 <= part_number <= self.max_parts:
             raise PartOrderError(f"part number must be in [1, {self.max_parts}]")
-        # The neighbourhood: parts part_number-1, part_number and part_number+1.
+        # The neighbourhood: part_number-1 must exist, part_number and later must not.
         near = {
             int(p["PartNumber"]): int(p["Size"])
-            for p in self._parts(key, upload_id, after=max(part_number - 2, 0), limit=3)
+            for p in self._parts(key, upload_id, after=max(part_number - 2, 0), limit=2)
         }
         if part_number > 1 and part_number - 1 not in near:
             raise PartOrderError(f"part {part_number - 1} must be written before {part_number}")
-        if part_number + 1 in near:
+        if any(n >= part_number for n in near):
             raise PartOrderError(
-                f"part {part_number} cannot be rewritten after part {part_number + 1}"
+                f"part {part_number} or a later one is already stored; parts are written "
+                "once (list_parts tells what is stored)"
             )
         if part_number > 1 and near[part_number - 1] < self.min_part_size:
             raise PartTooSmallError(
@@ -312,7 +313,11 @@ class S3BlobStore(BlobStore):
 
     def complete(self, key: str, upload_id: str, part_numbers: Sequence[int]) -> ObjectInfo:
         count = check_part_numbers(part_numbers)
-        stored = {int(p["PartNumber"]): p for p in self._parts(key, upload_id)}
+        listed = self._parts(key, upload_id)
+        stored = {int(p["PartNumber"]): p for p in listed}
+        if len(stored) != len(listed):
+            # Two uploads of one part number (concurrent writers; SeaweedFS keeps both).
+            raise StorageError("a part was stored twice; refusing to guess which one is meant")
         missing = [n for n in range(1, count + 1) if n not in stored]
         if missing:
             raise PartOrderError(f"part(s) {missing[:5]} not stored, cannot complete {count}")
