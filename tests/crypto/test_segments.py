@@ -24,6 +24,7 @@ from hvelv.crypto.segments import (
     encrypted_size,
     header_bytes,
     parse_header,
+    plaintext_sha256,
     plaintext_size,
 )
 
@@ -325,12 +326,21 @@ def test_resume_from_persisted_segments_and_checkpoint() -> None:
     tail = w.checkpoint()  # 9 buffered bytes sealed for durable storage
     assert w.buffered == 9
     # ...process dies; another one continues from the stored bytes and the tail:
+    prefix = b"".join(stored)
     w2 = SegmentWriter.resume(
-        KEY, OID, [b"".join(stored)], segment_size=S, tail=tail, expected_length=2 * S + 9
+        KEY,
+        OID,
+        segment_size=S,
+        stored_bytes=len(prefix),
+        persisted=[prefix],
+        tail=tail,
+        expected_length=2 * S + 9,
     )
     assert w2.plaintext_length == 2 * S + 9
     assert w2.segments_emitted == 2
-    assert w2.bytes_emitted == len(b"".join(stored))
+    assert w2.bytes_emitted == len(prefix)
+    assert w2.sha256_known
+    assert not w2.discarded_tail
     stored += w2.write(data[2 * S + 9 :])
     stored.append(w2.finish())
     blob = b"".join(stored)
@@ -338,20 +348,62 @@ def test_resume_from_persisted_segments_and_checkpoint() -> None:
     assert w2.sha256_hex() == hashlib.sha256(data).hexdigest()
 
 
+def test_resume_without_stored_bytes_defers_the_hash() -> None:
+    data = os.urandom(4 * S + 3)
+    w = SegmentWriter(KEY, OID, S)
+    stored = w.write(data[: 3 * S + 1])
+    tail = w.checkpoint()
+    w2 = SegmentWriter.resume(
+        KEY, OID, segment_size=S, stored_bytes=len(b"".join(stored)), tail=tail
+    )
+    assert not w2.sha256_known
+    assert w2.plaintext_length == 3 * S + 1
+    stored += w2.write(data[3 * S + 1 :])
+    stored.append(w2.finish())
+    with pytest.raises(RuntimeError, match="plaintext_sha256"):
+        w2.sha256_hex()
+    blob = b"".join(stored)
+    assert plaintext_sha256(KEY, OID, [blob]) == (hashlib.sha256(data).hexdigest(), len(data))
+
+
+def test_stale_tail_is_discarded() -> None:
+    data = os.urandom(3 * S)
+    w = SegmentWriter(KEY, OID, S)
+    stored = w.write(data[:10])
+    old_tail = w.checkpoint()  # at segment 0
+    stored += w.write(data[10 : 2 * S + 5])  # two segments stored, then a crash
+    prefix = b"".join(stored)
+    w2 = SegmentWriter.resume(
+        KEY, OID, segment_size=S, stored_bytes=len(prefix), persisted=[prefix], tail=old_tail
+    )
+    assert w2.discarded_tail
+    assert w2.plaintext_length == 2 * S  # the client resends from here
+    stored += w2.write(data[2 * S :])
+    stored.append(w2.finish())
+    assert decrypt(b"".join(stored)) == data
+    assert w2.sha256_hex() == hashlib.sha256(data).hexdigest()
+
+
 def test_resume_from_nothing() -> None:
     w = SegmentWriter(KEY, OID, S)
     w.write(b"abc")
     tail = w.checkpoint()
-    w2 = SegmentWriter.resume(KEY, OID, [], segment_size=S, tail=tail)
+    w2 = SegmentWriter.resume(KEY, OID, segment_size=S, stored_bytes=0, persisted=[], tail=tail)
     out = [*w2.write(b"d" * S), w2.finish()]
     assert decrypt(b"".join(out)) == b"abc" + b"d" * S
-    w3 = SegmentWriter.resume(KEY, OID, [], segment_size=S)
+    assert w2.sha256_hex() == hashlib.sha256(b"abc" + b"d" * S).hexdigest()
+    w3 = SegmentWriter.resume(KEY, OID, segment_size=S, stored_bytes=0)
     assert decrypt(w3.finish()) == b""
 
 
 @settings(max_examples=40, deadline=None)
-@given(data=st.binary(max_size=500), cut=st.integers(0, 500), segment_size=st.integers(1, 64))
-def test_resume_at_any_point(data: bytes, cut: int, segment_size: int) -> None:
+@given(
+    data=st.binary(max_size=500),
+    cut=st.integers(0, 500),
+    segment_size=st.integers(1, 64),
+    reread=st.booleans(),
+)
+def test_resume_at_any_point(data: bytes, cut: int, segment_size: int, reread: bool) -> None:
     cut = min(cut, len(data))
     w = SegmentWriter(KEY, OID, segment_size)
     stored = w.write(data[:cut])
@@ -360,15 +412,20 @@ def test_resume_at_any_point(data: bytes, cut: int, segment_size: int) -> None:
     w2 = SegmentWriter.resume(
         KEY,
         OID,
-        [persisted[i : i + 5] for i in range(0, len(persisted), 5)],
         segment_size=segment_size,
+        stored_bytes=len(persisted),
+        persisted=[persisted[i : i + 5] for i in range(0, len(persisted), 5)] if reread else None,
         tail=tail,
         expected_length=cut,
     )
     stored += w2.write(data[cut:])
     stored.append(w2.finish())
-    assert decrypt(b"".join(stored)) == data
-    assert w2.sha256_hex() == hashlib.sha256(data).hexdigest()
+    blob = b"".join(stored)
+    assert decrypt(blob) == data
+    digest = hashlib.sha256(data).hexdigest()
+    if reread:
+        assert w2.sha256_hex() == digest
+    assert plaintext_sha256(KEY, OID, [blob], segment_size=segment_size) == (digest, len(data))
 
 
 def test_resume_rejects_tampered_prefix_and_mismatches() -> None:
@@ -376,20 +433,41 @@ def test_resume_rejects_tampered_prefix_and_mismatches() -> None:
     persisted = bytearray(b"".join(w.write(os.urandom(3 * S + 1))))
     tail = w.checkpoint()
     good = bytes(persisted)
+    n = len(good)
     persisted[HEADER_SIZE + S + SEGMENT_OVERHEAD + 3] ^= 1
     with pytest.raises(IntegrityError, match="segment 1"):
-        SegmentWriter.resume(KEY, OID, [bytes(persisted)], segment_size=S, tail=tail)
+        SegmentWriter.resume(
+            KEY, OID, segment_size=S, stored_bytes=n, persisted=[bytes(persisted)], tail=tail
+        )
     with pytest.raises(IntegrityError, match="expected"):
-        SegmentWriter.resume(KEY, OID, [good], segment_size=S, tail=tail, expected_length=3 * S)
+        SegmentWriter.resume(
+            KEY, OID, segment_size=S, stored_bytes=n, tail=tail, expected_length=3 * S
+        )
+    with pytest.raises(IntegrityError, match="whole segments"):
+        SegmentWriter.resume(KEY, OID, segment_size=S, stored_bytes=n - 1)
     with pytest.raises(IntegrityError, match="inside segment"):
-        SegmentWriter.resume(KEY, OID, [good[:-1]], segment_size=S)
+        SegmentWriter.resume(KEY, OID, segment_size=S, stored_bytes=n, persisted=[good[:-1]])
     with pytest.raises(IntegrityError, match="segment size"):
-        SegmentWriter.resume(KEY, OID, [good], segment_size=2 * S)
-    # A tail checkpointed at another position (or for another object) is refused.
-    stale = SegmentWriter(KEY, OID, S)
-    stale.write(b"x")
+        SegmentWriter.resume(
+            KEY,
+            OID,
+            segment_size=S // 2,
+            stored_bytes=HEADER_SIZE + 2 * (S // 2 + SEGMENT_OVERHEAD),
+            persisted=[good],
+        )
+    # A tail ahead of the stored segments, a forged one, or another object's, is refused.
+    with pytest.raises(IntegrityError, match="only 2 segments"):
+        SegmentWriter.resume(
+            KEY, OID, segment_size=S, stored_bytes=n - S - SEGMENT_OVERHEAD, tail=tail
+        )
+    forged = bytearray(tail)
+    forged[-1] ^= 1
     with pytest.raises(IntegrityError, match="tail 3"):
-        SegmentWriter.resume(KEY, OID, [good], segment_size=S, tail=stale.checkpoint())
+        SegmentWriter.resume(KEY, OID, segment_size=S, stored_bytes=n, tail=bytes(forged))
+    other = SegmentWriter(KEY, b"other", S)
+    other.write(os.urandom(3 * S + 1))
+    with pytest.raises(IntegrityError, match="tail 3"):
+        SegmentWriter.resume(KEY, OID, segment_size=S, stored_bytes=n, tail=other.checkpoint())
 
 
 def test_writer_misuse() -> None:

@@ -27,16 +27,20 @@ nonces make every encryption independent for 12 bytes per segment (0.0003 % at 4
 one fresh data key per object, the number of segments per key stays far below the 2**32
 random-nonce limit (that would be a 16 PiB object at 4 MiB segments).
 
-Resumption: ``hashlib`` cannot serialise a SHA-256 state, so a writer is rebuilt by
-decrypting the segments already stored (:meth:`SegmentWriter.resume`). This was chosen over
-per-segment hashes because the figure users compare is the SHA-256 of the whole plaintext,
-which per-segment hashes cannot yield without another full pass anyway, and because the
-re-read authenticates the stored prefix before more data is added to it. The cost, one
-sequential decrypt of the stored prefix, is only paid when an upload continues in a process
-that no longer holds the live writer (callers may keep writers in memory as a cache).
-A partial segment still in the writer's buffer can be sealed with
-:meth:`SegmentWriter.checkpoint` and handed back to ``resume`` so that an acknowledged offset
-need not be segment aligned.
+Resumption: a writer is rebuilt at a segment boundary from the number of stored bytes
+(:meth:`SegmentWriter.resume`); the encryption needs nothing else (random nonces, the index
+follows from the count). ``hashlib`` cannot serialise a SHA-256 state, so the hash is always
+recomputed by decrypting stored data, never assembled from per-segment hashes: the figure
+users compare is the SHA-256 of the whole plaintext, which per-segment hashes cannot give
+without a full pass anyway, and decrypting authenticates every stored segment on the way.
+If the caller can read the stored prefix (local disk) it passes it to ``resume`` and the
+hash continues; if not (S3 will not return parts of an unfinished multipart upload) the
+resumed writer has no hash and the caller computes it once from the completed object with
+:func:`plaintext_sha256`. Either way the cost, one sequential decrypt, is paid only when an
+upload continues in a process that no longer holds the live writer (callers may keep
+writers in memory as a cache). A partial segment still in the writer's buffer can be sealed
+with :meth:`SegmentWriter.checkpoint`, stored as a small object of its own, and handed back
+to ``resume``, so an acknowledged offset need not be segment aligned.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -70,6 +74,7 @@ __all__ = [
     "encrypted_size",
     "header_bytes",
     "parse_header",
+    "plaintext_sha256",
     "plaintext_size",
 ]
 
@@ -90,6 +95,7 @@ _KIND_INNER: Final = 0
 _KIND_FINAL: Final = 1
 _KIND_TAIL: Final = 2
 _AAD_TAIL = struct.Struct(">QB")
+_TAIL_INDEX = struct.Struct(">Q")
 
 
 class IntegrityError(ValueError):
@@ -260,8 +266,9 @@ class SegmentWriter:
         self._buffer = bytearray()
         self._index = 0
         self._header_pending = True
-        self._hash = hashlib.sha256()
+        self._hash: Any = hashlib.sha256()  # None after resume() without the stored bytes
         self._length = 0
+        self.discarded_tail = False
         self._emitted = 0
         self._finished = False
 
@@ -270,51 +277,88 @@ class SegmentWriter:
         cls,
         key: bytes,
         object_id: bytes,
-        persisted: Iterable[bytes],
         *,
-        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        segment_size: int,
+        stored_bytes: int,
+        persisted: Iterable[bytes] | None = None,
         tail: bytes | None = None,
         expected_length: int | None = None,
     ) -> SegmentWriter:
-        """Rebuild a writer from what was already persisted.
+        """Rebuild a writer after ``stored_bytes`` of its output were stored durably.
 
-        ``persisted`` yields the stored bytes written so far (the header and whole segments,
-        in order, chunked in any way; empty if nothing was stored yet). Every segment is
-        authenticated and its plaintext hashed again. ``tail`` is the latest
-        :meth:`checkpoint` blob, if any. ``expected_length``, if given, is the plaintext
-        length the caller recorded; a mismatch raises :class:`IntegrityError`.
+        ``stored_bytes`` (e.g. the sum of the stored part sizes) must be 0 or the header
+        plus whole segments. If ``persisted`` is given it must yield exactly those stored
+        bytes (in any chunking): every segment is then authenticated and hashed again, so
+        :meth:`sha256_hex` stays available. Without it (S3 cannot read the parts of an
+        unfinished multipart upload) the writer carries on but cannot know the hash:
+        compute it from the completed object with :func:`plaintext_sha256`, which also
+        authenticates every segment.
+
+        ``tail`` is the latest :meth:`checkpoint` blob. A tail older than the stored
+        segments (a crash between storing segments and storing the new tail) is dropped
+        and :attr:`discarded_tail` is set; the resumed length then excludes it. A tail
+        ahead of them, or not authentic, raises :class:`IntegrityError`.
+        ``expected_length`` is the plaintext length the caller recorded, checked last.
         """
         writer = cls(key, object_id, segment_size)
-        stored = 0
-        seen = 0
+        full = segment_size + SEGMENT_OVERHEAD
+        if stored_bytes == 0:
+            segments = 0
+        else:
+            segments, rest = divmod(stored_bytes - HEADER_SIZE, full)
+            if stored_bytes < HEADER_SIZE + full or rest:
+                raise IntegrityError(
+                    f"{stored_bytes} stored bytes are not a header plus whole segments"
+                )
+        if persisted is not None:
+            seen = 0
 
-        def counted() -> Iterator[bytes]:
-            nonlocal seen
-            for chunk in persisted:
-                seen += len(chunk)
-                yield chunk
+            def counted() -> Iterator[bytes]:
+                nonlocal seen
+                for chunk in persisted:
+                    seen += len(chunk)
+                    yield chunk
 
-        for plaintext in decrypt_stream(
-            key, object_id, counted(), segment_size=segment_size, allow_unfinished=True
-        ):
-            writer._hash.update(plaintext)
-            writer._length += len(plaintext)
-            stored += len(plaintext)
-        writer._index = stored // segment_size
-        writer._header_pending = seen == 0
-        writer._emitted = seen
+            for plaintext in decrypt_stream(
+                key, object_id, counted(), segment_size=segment_size, allow_unfinished=True
+            ):
+                writer._hash.update(plaintext)
+            if seen != stored_bytes:
+                raise IntegrityError(f"persisted stream has {seen} bytes, not {stored_bytes}")
+        else:
+            writer._hash = None
+        writer._index = segments
+        writer._length = segments * segment_size
+        writer._header_pending = stored_bytes == 0
+        writer._emitted = stored_bytes
         if tail is not None:
-            restored = writer._cipher.open(writer._index, _KIND_TAIL, tail)
-            if len(restored) >= segment_size:
-                raise IntegrityError("checkpointed tail longer than a segment", writer._index)
-            writer._buffer += restored
-            writer._hash.update(restored)
-            writer._length += len(restored)
+            writer._restore_tail(tail)
         if expected_length is not None and expected_length != writer._length:
             raise IntegrityError(
-                f"persisted data holds {writer._length} plaintext bytes, expected {expected_length}"
+                f"stored data holds {writer._length} plaintext bytes, expected {expected_length}"
             )
         return writer
+
+    def _restore_tail(self, tail: bytes) -> None:
+        if len(tail) < _TAIL_INDEX.size:
+            raise IntegrityError("checkpointed tail truncated", self._index)
+        (index,) = _TAIL_INDEX.unpack_from(tail)
+        if index < self._index:
+            self.discarded_tail = True
+            return
+        if index > self._index:
+            raise IntegrityError(
+                f"checkpointed tail is for segment {index} but only {self._index} segments "
+                "are stored",
+                self._index,
+            )
+        restored = self._cipher.open(index, _KIND_TAIL, memoryview(tail)[_TAIL_INDEX.size :])
+        if len(restored) >= self._segment_size:
+            raise IntegrityError("checkpointed tail longer than a segment", index)
+        self._buffer += restored
+        if self._hash is not None:
+            self._hash.update(restored)
+        self._length += len(restored)
 
     @property
     def segment_size(self) -> int:
@@ -357,7 +401,8 @@ class SegmentWriter:
         if self._finished:
             raise RuntimeError("write() after finish()")
         view = memoryview(data).cast("B")
-        self._hash.update(view)
+        if self._hash is not None:
+            self._hash.update(view)
         self._length += len(view)
         out: list[bytes] = []
         size = self._segment_size
@@ -380,12 +425,15 @@ class SegmentWriter:
     def checkpoint(self) -> bytes:
         """Seal the buffered partial segment so it can be stored and passed to ``resume``.
 
-        The blob is bound to this object and to the current segment index, and is encrypted
-        under a fresh random nonce each time. It is not part of the stored object.
+        Layout: segment index (u64, also bound as associated data) | nonce | ciphertext |
+        tag. The blob is bound to this object and to the current segment index and is
+        encrypted under a fresh random nonce each time. It is not part of the stored object.
         """
         if self._finished:
             raise RuntimeError("checkpoint() after finish()")
-        return self._cipher.seal(self._index, _KIND_TAIL, self._buffer)
+        return _TAIL_INDEX.pack(self._index) + self._cipher.seal(
+            self._index, _KIND_TAIL, self._buffer
+        )
 
     def finish(self) -> bytes:
         """Return the final segment (with the header too if nothing was returned before)."""
@@ -396,11 +444,21 @@ class SegmentWriter:
         self._finished = True
         return final
 
+    @property
+    def sha256_known(self) -> bool:
+        """False for a writer resumed without its stored bytes (see :meth:`resume`)."""
+        return self._hash is not None
+
     def sha256_digest(self) -> bytes:
         """SHA-256 of the whole plaintext; only after ``finish``."""
         if not self._finished:
             raise RuntimeError("sha256 is only defined after finish()")
-        return self._hash.digest()
+        if self._hash is None:
+            raise RuntimeError(
+                "writer was resumed without its stored bytes; use plaintext_sha256() on the "
+                "completed object"
+            )
+        return bytes(self._hash.digest())
 
     def sha256_hex(self) -> str:
         return self.sha256_digest().hex()
@@ -478,6 +536,18 @@ def decrypt_stream(
             )
         yield cipher.open(index, _KIND_FINAL, buf)
         return
+
+
+def plaintext_sha256(
+    key: bytes, object_id: bytes, chunks: Iterable[bytes], *, segment_size: int | None = None
+) -> tuple[str, int]:
+    """SHA-256 (hex) and length of a stored object's plaintext, authenticating every segment."""
+    digest = hashlib.sha256()
+    length = 0
+    for plaintext in decrypt_stream(key, object_id, chunks, segment_size=segment_size):
+        digest.update(plaintext)
+        length += len(plaintext)
+    return digest.hexdigest(), length
 
 
 ReadRange = Callable[[int, int], bytes]
