@@ -229,9 +229,18 @@ class _Cipher:
     def _aad(self, index: int, kind: int) -> bytes:
         return self._aad_prefix + _AAD_TAIL.pack(index, kind)
 
-    def seal(self, index: int, kind: int, plaintext: bytes | bytearray | memoryview) -> bytes:
+    def seal(
+        self, index: int, kind: int, plaintext: bytes | bytearray | memoryview, prefix: bytes = b""
+    ) -> bytearray:
+        """``prefix | nonce | ciphertext | tag`` in one fresh buffer (no extra copies)."""
         nonce = os.urandom(NONCE_SIZE)
-        return nonce + self._aead.encrypt(nonce, plaintext, self._aad(index, kind))
+        start = len(prefix) + NONCE_SIZE
+        out = bytearray(start + len(plaintext) + TAG_SIZE)
+        out[: len(prefix)] = prefix
+        out[len(prefix) : start] = nonce
+        with memoryview(out) as view:
+            self._aead.encrypt_into(nonce, plaintext, self._aad(index, kind), view[start:])
+        return out
 
     def open(self, index: int, kind: int, blob: bytes | bytearray | memoryview) -> bytes:
         if len(blob) < SEGMENT_OVERHEAD:
@@ -263,7 +272,8 @@ class SegmentWriter:
         _check_segment_size(segment_size)
         self._cipher = _Cipher(key, object_id, segment_size)
         self._segment_size = segment_size
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # reused: only the first _fill bytes are pending
+        self._fill = 0
         self._index = 0
         self._header_pending = True
         self._hash: Any = hashlib.sha256()  # None after resume() without the stored bytes
@@ -355,7 +365,8 @@ class SegmentWriter:
         restored = self._cipher.open(index, _KIND_TAIL, memoryview(tail)[_TAIL_INDEX.size :])
         if len(restored) >= self._segment_size:
             raise IntegrityError("checkpointed tail longer than a segment", index)
-        self._buffer += restored
+        self._buffer[: len(restored)] = restored
+        self._fill = len(restored)
         if self._hash is not None:
             self._hash.update(restored)
         self._length += len(restored)
@@ -382,44 +393,53 @@ class SegmentWriter:
     @property
     def buffered(self) -> int:
         """Plaintext bytes held in the buffer, not yet in any returned segment."""
-        return len(self._buffer)
+        return self._fill
 
     @property
     def finished(self) -> bool:
         return self._finished
 
-    def _emit(self, kind: int, plaintext: bytes | bytearray | memoryview) -> bytes:
-        sealed = self._cipher.seal(self._index, kind, plaintext)
+    def _emit(self, kind: int, plaintext: bytes | bytearray | memoryview) -> bytearray:
+        prefix = b""
         if self._header_pending:
-            sealed = self._cipher.header + sealed
+            prefix = self._cipher.header
             self._header_pending = False
+        sealed = self._cipher.seal(self._index, kind, plaintext, prefix)
         self._emitted += len(sealed)
         return sealed
 
-    def write(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+    def _emit_buffer(self, kind: int) -> bytearray:
+        with memoryview(self._buffer) as view:
+            sealed = self._emit(kind, view[: self._fill])
+        self._fill = 0
+        return sealed
+
+    def write(self, data: bytes | bytearray | memoryview) -> list[bytearray]:
         """Add plaintext; return the encrypted segments completed by it (maybe none)."""
         if self._finished:
             raise RuntimeError("write() after finish()")
-        view = memoryview(data).cast("B")
-        if self._hash is not None:
-            self._hash.update(view)
-        self._length += len(view)
-        out: list[bytes] = []
+        out: list[bytearray] = []
         size = self._segment_size
-        if self._buffer:
-            take = min(size - len(self._buffer), len(view))
-            self._buffer += view[:take]
-            view = view[take:]
-            if len(self._buffer) < size:
-                return out
-            out.append(self._emit(_KIND_INNER, self._buffer))
-            self._index += 1
-            self._buffer.clear()
-        while len(view) >= size:
-            out.append(self._emit(_KIND_INNER, view[:size]))
-            self._index += 1
-            view = view[size:]
-        self._buffer += view
+        with memoryview(data) as whole:
+            view = whole.cast("B") if whole.format != "B" or whole.ndim != 1 else whole
+            if self._hash is not None:
+                self._hash.update(view)
+            self._length += len(view)
+            if self._fill:
+                take = min(size - self._fill, len(view))
+                self._buffer[self._fill : self._fill + take] = view[:take]
+                self._fill += take
+                view = view[take:]
+                if self._fill < size:
+                    return out
+                out.append(self._emit_buffer(_KIND_INNER))
+                self._index += 1
+            while len(view) >= size:
+                out.append(self._emit(_KIND_INNER, view[:size]))
+                self._index += 1
+                view = view[size:]
+            self._buffer[: len(view)] = view
+            self._fill = len(view)
         return out
 
     def checkpoint(self) -> bytes:
@@ -431,16 +451,16 @@ class SegmentWriter:
         """
         if self._finished:
             raise RuntimeError("checkpoint() after finish()")
-        return _TAIL_INDEX.pack(self._index) + self._cipher.seal(
-            self._index, _KIND_TAIL, self._buffer
-        )
+        with memoryview(self._buffer) as view:
+            sealed = self._cipher.seal(self._index, _KIND_TAIL, view[: self._fill])
+        return _TAIL_INDEX.pack(self._index) + sealed
 
-    def finish(self) -> bytes:
+    def finish(self) -> bytearray:
         """Return the final segment (with the header too if nothing was returned before)."""
         if self._finished:
             raise RuntimeError("finish() called twice")
-        final = self._emit(_KIND_FINAL, self._buffer)
-        self._buffer.clear()
+        final = self._emit_buffer(_KIND_FINAL)
+        self._buffer = bytearray()
         self._finished = True
         return final
 

@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MAX_KEY_BYTES",
     "BlobStore",
+    "BytesLike",
     "InvalidKeyError",
     "ObjectInfo",
     "ObjectNotFoundError",
@@ -63,6 +64,9 @@ MAX_COMPONENT_BYTES: Final = 255
 DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
 RESERVED_PREFIX: Final = ".hvelv-"
 MiB: Final = 1024 * 1024
+
+#: what stores accept as data (the segment writer returns bytearrays)
+BytesLike = bytes | bytearray | memoryview
 
 
 class StorageError(Exception):
@@ -189,13 +193,13 @@ class BlobStore(abc.ABC):
     # -- whole objects ---------------------------------------------------------------------
 
     @abc.abstractmethod
-    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+    def put(self, key: str, chunks: Iterable[BytesLike]) -> ObjectInfo:
         """Store an object from a stream of chunks, atomically and durably.
 
         Readers see the old object or the new one, never a mix; on error nothing changes.
         """
 
-    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+    def put_bytes(self, key: str, data: BytesLike) -> ObjectInfo:
         return self.put(key, [data])
 
     @abc.abstractmethod
@@ -258,7 +262,7 @@ class BlobStore(abc.ABC):
         """Start a multipart upload to ``key``; return its opaque upload id."""
 
     @abc.abstractmethod
-    def write_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartInfo:
+    def write_part(self, key: str, upload_id: str, part_number: int, data: BytesLike) -> PartInfo:
         """Store part ``part_number`` (>= 1) durably before returning.
 
         Raises PartOrderError unless exactly parts ``1..part_number-1`` exist (so also

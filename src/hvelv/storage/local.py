@@ -36,6 +36,7 @@ from hvelv.storage.base import (
     DEFAULT_CHUNK_SIZE,
     RESERVED_PREFIX,
     BlobStore,
+    BytesLike,
     ObjectInfo,
     ObjectNotFoundError,
     PartInfo,
@@ -65,7 +66,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+def _write_all(fd: int, data: BytesLike, offset: int | None = None) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
@@ -123,7 +124,7 @@ class LocalBlobStore(BlobStore):
             raise ObjectNotFoundError(key)
         return st
 
-    def _atomic_write(self, path: Path, chunks: Iterable[bytes]) -> int:
+    def _atomic_write(self, path: Path, chunks: Iterable[BytesLike]) -> int:
         """Write ``chunks`` to ``path`` via temp file + fsync + rename + fsync dir."""
         self._ensure_parent(path)
         tmp = path.with_name(_TMP_PREFIX + secrets.token_hex(8))
@@ -159,7 +160,7 @@ class LocalBlobStore(BlobStore):
 
     # -- whole objects ---------------------------------------------------------------------
 
-    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+    def put(self, key: str, chunks: Iterable[BytesLike]) -> ObjectInfo:
         path = self._path(key)
         size = self._atomic_write(path, chunks)
         return ObjectInfo(key, size, self._mtime(path.stat()))
@@ -317,7 +318,7 @@ class LocalBlobStore(BlobStore):
         _fsync_dir(self._uploads)
         return upload_id
 
-    def write_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartInfo:
+    def write_part(self, key: str, upload_id: str, part_number: int, data: BytesLike) -> PartInfo:
         directory = self._upload_dir(key, upload_id)
         sizes = self._read_journal(directory)
         count = len(sizes)

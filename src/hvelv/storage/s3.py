@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from hvelv.storage.base import (
     DEFAULT_CHUNK_SIZE,
     BlobStore,
+    BytesLike,
     ObjectInfo,
     ObjectNotFoundError,
     PartInfo,
@@ -119,7 +120,7 @@ class S3BlobStore(BlobStore):
 
     # -- whole objects ---------------------------------------------------------------------
 
-    def put(self, key: str, chunks: Iterable[bytes]) -> ObjectInfo:
+    def put(self, key: str, chunks: Iterable[BytesLike]) -> ObjectInfo:
         s3_key = self._key(key)
         buf = bytearray()
         it = iter(chunks)
@@ -130,7 +131,7 @@ class S3BlobStore(BlobStore):
         self._s3.put_object(Bucket=self.bucket, Key=s3_key, Body=bytes(buf))
         return self.stat(key)
 
-    def _put_multipart(self, key: str, buf: bytearray, rest: Iterator[bytes]) -> ObjectInfo:
+    def _put_multipart(self, key: str, buf: bytearray, rest: Iterator[BytesLike]) -> ObjectInfo:
         """Upload parts of PUT_PART_SIZE, keeping at least one part's worth for the end so
         that the last part is never below the minimum part size."""
         upload_id = self.create_parts(key)
@@ -249,14 +250,14 @@ class S3BlobStore(BlobStore):
         resp = self._s3.create_multipart_upload(Bucket=self.bucket, Key=self._key(key))
         return str(resp["UploadId"])
 
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> None:
+    def _upload_part(self, key: str, upload_id: str, number: int, data: BytesLike) -> None:
         try:
             self._s3.upload_part(
                 Bucket=self.bucket,
                 Key=self._key(key),
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=data if isinstance(data, bytes | bytearray) else bytes(data),
             )
         except ClientError as exc:
             raise self._upload_error(exc, upload_id) from exc
@@ -285,7 +286,7 @@ class S3BlobStore(BlobStore):
         except ClientError as exc:
             raise self._upload_error(exc, upload_id) from exc
 
-    def write_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartInfo:
+    def write_part(self, key: str, upload_id: str, part_number: int, data: BytesLike) -> PartInfo:
         if not 1 <= part_number <= self.max_parts:
             raise PartOrderError(f"part number must be in [1, {self.max_parts}]")
         # The neighbourhood: part_number-1 must exist, part_number and later must not.
