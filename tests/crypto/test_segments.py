@@ -160,6 +160,67 @@ def test_random_ranges_equal_the_slice(data: st.DataObject, n: int, segment_size
     assert len(reads) == max(0, span.last_segment - span.first_segment + 1)
 
 
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), n=st.integers(0, 600), segment_size=st.integers(1, 100))
+def test_random_ranges_streamed_in_one_call(data: st.DataObject, n: int, segment_size: int) -> None:
+    plain = os.urandom(n)
+    blob = encrypt(plain, segment_size)
+    start = data.draw(st.integers(0, n))
+    end = data.draw(st.integers(start, n))
+    chunk = data.draw(st.integers(1, 50))
+    calls: list[tuple[int, int]] = []
+
+    def open_range(a: int, b: int) -> list[bytes]:
+        calls.append((a, b))
+        return [blob[i : min(i + chunk, b)] for i in range(a, b, chunk)]
+
+    r = SegmentReader(
+        KEY,
+        OID,
+        lambda a, b: blob[a:b],
+        len(blob),
+        segment_size=segment_size,
+        open_range=open_range,
+    )
+    assert r.read(start, end) == plain[start:end]
+    span = ciphertext_span(start, end, n, segment_size)
+    assert len(calls) <= 1
+    if calls:
+        assert calls[0] == (span.start, span.end)
+
+
+def test_streamed_reader_detects_tampering_and_short_streams() -> None:
+    plain = os.urandom(5 * S + 3)
+    blob = bytearray(encrypt(plain))
+    blob[HEADER_SIZE + 3 * (S + SEGMENT_OVERHEAD) + 5] ^= 1
+
+    def make(data: bytes) -> SegmentReader:
+        return SegmentReader(
+            KEY,
+            OID,
+            lambda a, b: data[a:b],
+            len(data),
+            segment_size=S,
+            open_range=lambda a, b: [data[a:b]],
+        )
+
+    r = make(bytes(blob))
+    assert r.read(0, 3 * S) == plain[: 3 * S]
+    with pytest.raises(IntegrityError, match="segment 3"):
+        r.read(0, 5 * S)
+    good = encrypt(plain)
+    short = SegmentReader(
+        KEY,
+        OID,
+        lambda a, b: good[a:b],
+        len(good),
+        segment_size=S,
+        open_range=lambda a, b: [good[a : b - 1]],
+    )
+    with pytest.raises(IntegrityError, match="short read"):
+        short.read(0, 5 * S + 3)
+
+
 def test_reader_reads_header_when_segment_size_unknown() -> None:
     plain = os.urandom(1000)
     blob = encrypt(plain, 100)

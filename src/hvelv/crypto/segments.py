@@ -577,9 +577,13 @@ OpenRange = Callable[[int, int], Iterable[bytes]]
 class SegmentReader:
     """Random access to the plaintext of a stored object, one segment in memory at a time.
 
-    ``read_range(start, end)`` must return stored bytes ``[start, end)``. ``stored_size``
-    is the stored object's length. If the caller recorded the segment size it may pass it
-    (saves reading the header); the header is authenticated through every segment anyway.
+    ``read_range(start, end)`` must return stored bytes ``[start, end)``; it is called once
+    per segment. If ``open_range(start, end)`` is given too (an iterator of chunks, such as
+    ``BlobStore.open_range``), :meth:`iter_range` fetches all covering segments with one
+    call instead (one GET on S3) and still holds about one segment in memory.
+    ``stored_size`` is the stored object's length. If the caller recorded the segment size
+    it may pass it (saves reading the header); the header is authenticated through every
+    segment anyway.
     """
 
     def __init__(
@@ -590,8 +594,10 @@ class SegmentReader:
         stored_size: int,
         *,
         segment_size: int | None = None,
+        open_range: OpenRange | None = None,
     ) -> None:
         self._read = read_range
+        self._open = open_range
         self._stored_size = stored_size
         if segment_size is None:
             segment_size = parse_header(self._read_exact(0, HEADER_SIZE, None))
@@ -651,13 +657,39 @@ class SegmentReader:
             self.verify_length()
         skip = span.skip
         remaining = span.length
-        for index in range(span.first_segment, span.last_segment + 1):
-            plaintext = self._segment(index)
+        for plaintext in self._plaintexts(span):
             piece = plaintext[skip : skip + remaining]
             skip = 0
             remaining -= len(piece)
             if piece:
                 yield piece
+
+    def _plaintexts(self, span: CiphertextSpan) -> Iterator[bytes]:
+        if self._open is None or span.first_segment == span.last_segment:
+            for index in range(span.first_segment, span.last_segment + 1):
+                yield self._segment(index)
+            return
+        full = self._segment_size + SEGMENT_OVERHEAD
+        buf = bytearray()
+        index = span.first_segment
+        got = 0
+        for chunk in self._open(span.start, span.end):
+            buf += chunk
+            got += len(chunk)
+            while index < self._last_index and len(buf) >= full:
+                with memoryview(buf) as view:
+                    plaintext = self._cipher.open(index, _KIND_INNER, view[:full])
+                del buf[:full]
+                index += 1
+                yield plaintext
+        if got != span.end - span.start:
+            raise IntegrityError(
+                f"short read of stored bytes [{span.start}, {span.end}): got {got}", index
+            )
+        if index <= span.last_segment:  # the final segment
+            plaintext = self._cipher.open(index, _KIND_FINAL, buf)
+            self._length_verified = True
+            yield plaintext
 
     def read(self, start: int = 0, end: int | None = None) -> bytes:
         """Plaintext ``[start, end)`` as one bytes object (for small ranges)."""
