@@ -57,6 +57,8 @@ def test_put_large_stream_uses_constant_parts(store: BlobStore) -> None:
     chunks = (data[i : i + 1_000_003] for i in range(0, len(data), 1_000_003))
     assert store.put("big", chunks).size == len(data)
     assert store.read_range("big", 0, len(data)) == data
+    assert store.put("one-chunk", [data]).size == len(data)  # one huge chunk
+    assert store.read_bytes("one-chunk") == data
 
 
 def test_put_replaces(store: BlobStore) -> None:
