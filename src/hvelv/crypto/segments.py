@@ -260,7 +260,7 @@ class _Cipher:
 class SegmentWriter:
     """Encrypt one object as a stream of segments, buffering at most one segment.
 
-    ``write`` returns the completed encrypted segments, one ``bytes`` per segment (the
+    ``write`` returns the completed encrypted segments, one ``bytearray`` per segment (the
     first one prefixed with the header), ready to be persisted in order, e.g. one per
     multipart part. ``finish`` returns the final segment. Concatenating everything returned
     gives the stored object.
