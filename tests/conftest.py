@@ -23,6 +23,7 @@ from hvelv.db.models import Base
 from hvelv.platform import Platform
 from tests.support.backends import database_url, missing
 from tests.support.people import Person, login, make_person
+from tests.support.seaweedfs import SeaweedFS, WeedNotFoundError, find_weed, seaweedfs
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,6 +62,17 @@ def postgres_url() -> Iterator[str | None]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real SeaweedFS S3 endpoint for the whole session."""
+    try:
+        find_weed()
+    except WeedNotFoundError as exc:
+        missing(str(exc))
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
