@@ -8,14 +8,18 @@ there is no global mutable configuration.
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -120,11 +124,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"origin {origin!r} must start with http:// or https://")
         return value
 
-    @model_validator(mode="after")
-    def _lockout_order(self) -> Settings:
-        if self.lockout_max_seconds < self.lockout_base_seconds:
-            raise ValueError("lockout_max_seconds must be >= lockout_base_seconds")
-        return self
+    @field_validator("lockout_max_seconds")
+    @classmethod
+    def _lockout_order(cls, value: int, info: ValidationInfo) -> int:
+        base = info.data.get("lockout_base_seconds")
+        if base is not None and value < base:
+            raise ValueError(f"lockout_max_seconds must be >= lockout_base_seconds ({base})")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -161,8 +167,16 @@ class Settings(BaseSettings):
         return data
 
 
+SECRET_PARAMS = {"password", "sslpassword", "passfile"}
+
+
 def redact_url(url: str) -> str:
-    """Hide the password in a database URL."""
+    """Hide passwords in a database URL: in ``user:password@`` and in query parameters."""
+    if "?" in url:
+        base, query = url.split("?", 1)
+        pairs = parse_qsl(query, keep_blank_values=True)
+        hidden = [(k, "***" if k.lower() in SECRET_PARAMS else v) for k, v in pairs]
+        return redact_url(base) + "?" + urlencode(hidden, safe="*/:")
     if "://" not in url or "@" not in url:
         return url
     scheme, rest = url.split("://", 1)
@@ -177,6 +191,14 @@ def load_settings(**overrides: Any) -> Settings:
     """Load settings or raise :class:`ConfigError` naming each invalid setting."""
     try:
         return Settings(**overrides)
+    except SettingsError as exc:
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = f"HVELV_{match.group(1).upper()}" if match else "settings"
+        raise ConfigError(f"invalid configuration: {name}: {exc} (lists are JSON)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"invalid configuration file {_config_file()} ({CONFIG_FILE_ENV}): {exc}"
+        ) from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

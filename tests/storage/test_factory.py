@@ -14,7 +14,7 @@ from hvelv.storage.base import StorageError, plan_segment_size
 from hvelv.storage.factory import StorageSettings, build_store
 from hvelv.storage.local import LocalBlobStore
 from hvelv.storage.s3 import S3BlobStore
-from tests.conftest import missing_backend
+from tests.support.backends import missing
 from tests.support.seaweedfs import SeaweedFS, WeedNotFoundError, find_weed
 
 MiB = 1024 * 1024
@@ -106,10 +106,10 @@ def test_s3_limits() -> None:
 def test_missing_backend_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HVELV_REQUIRE_BACKENDS", raising=False)
     with pytest.raises(pytest.skip.Exception, match="no weed"):
-        missing_backend("no weed")
+        missing("no weed")
     monkeypatch.setenv("HVELV_REQUIRE_BACKENDS", "1")
-    with pytest.raises(pytest.fail.Exception, match="HVELV_REQUIRE_BACKENDS=1 but no weed"):
-        missing_backend("no weed")
+    with pytest.raises(pytest.fail.Exception, match="required backend missing: no weed"):
+        missing("no weed")
 
 
 def test_find_weed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -11,12 +11,14 @@ import os
 
 import pytest
 
-REQUIRE = os.environ.get("HVELV_REQUIRE_BACKENDS") == "1"
+
+def required() -> bool:
+    return os.environ.get("HVELV_REQUIRE_BACKENDS", "").strip().lower() in {"1", "true", "yes"}
 
 
 def missing(reason: str) -> None:
     """Skip (laptop) or fail (CI) because a backend is not available."""
-    if REQUIRE:
+    if required():
         pytest.fail(f"required backend missing: {reason}", pytrace=False)
     pytest.skip(reason)
 

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from hvelv.audit.verify import verify
 from hvelv.cli.output import console, fail, print_json, show_qr
 from hvelv.config import ConfigError, Settings, load_settings
-from hvelv.crypto.keyring import KeyringError, create_keyring, keyring_path, load_keyring
+from hvelv.crypto.keyring import (
+    Keyring,
+    KeyringError,
+    keyring_path,
+    load_keyring,
+    write_keyring,
+)
 from hvelv.db import migrate
 from hvelv.db.engine import Database
 from hvelv.errors import HvelvError
@@ -30,9 +38,17 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 LOCAL_ACTOR = "local:admin"
 
 
+class InitError(KeyringError):
+    """Initialisation failed; nothing usable was left behind."""
+
+
 def settings_for(home: Path | None, **extra: Any) -> Settings:
+    """Settings for a CLI command; ``--home`` acts exactly like HVELV_HOME (also for the
+    HOME/hvelv.toml file and for server workers)."""
+    if home is not None:
+        os.environ["HVELV_HOME"] = str(home)
     try:
-        return load_settings(**({"home": home} if home else {}), **extra)
+        return load_settings(**extra)
     except ConfigError as exc:
         fail(str(exc), 2)
 
@@ -51,8 +67,15 @@ def initialise(settings: Settings, operator: str) -> dict[str, Any]:
             f"{settings.home} is already initialised (keyring exists); nothing was changed"
         )
     identity.validate_username(operator)
-    keyring = create_keyring(settings.home)
-    db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    # the keyring file is written last, so a failed database step leaves nothing behind
+    keyring = Keyring.generate()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        db = Database(
+            settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
+    except OSError as exc:
+        raise InitError(f"cannot create the database: {exc}") from None
     try:
         migrate.upgrade(db.engine)
         platform = Platform.build(settings, db, keyring)
@@ -68,8 +91,11 @@ def initialise(settings: Settings, operator: str) -> dict[str, Any]:
                 display_name="Platform operator",
             ),
         )
+    except SQLAlchemyError as exc:
+        raise InitError(f"cannot initialise the database: {exc.__class__.__name__}") from None
     finally:
         db.dispose()
+    write_keyring(settings.home, keyring)
     assert new.totp_secret is not None
     return {
         "home": str(settings.home.resolve()),

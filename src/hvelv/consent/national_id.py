@@ -72,7 +72,7 @@ class NationalIdKind(StrEnum):
     SYNTHETIC = "synthetic"  # test population: month + 80 (optionally also day + 40)
 
 
-class InvalidNationalId(ValueError):  # noqa: N818 - name fixed by the API
+class InvalidNationalId(ValueError):
     """A national identity number was rejected; ``reason_code`` says why (see module doc)."""
 
     def __init__(self, reason_code: str, message: str) -> None:

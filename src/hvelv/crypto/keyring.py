@@ -131,10 +131,14 @@ def keyring_path(home: Path) -> Path:
 
 def create_keyring(home: Path) -> Keyring:
     """Generate a keyring in ``home``; refuses to overwrite an existing one."""
+    return write_keyring(home, Keyring.generate())
+
+
+def write_keyring(home: Path, keyring: Keyring) -> Keyring:
+    """Write ``keyring`` to ``home`` (0600, fsync'ed); refuses to overwrite."""
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     path = keyring_path(home)
-    keyring = Keyring.generate()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -10,6 +10,7 @@ deadlock-free.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,8 @@ class Database:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # created owner-only; SQLite gives its -wal and -shm files the same mode
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = 2 * pool_size
