@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
 from hvelv.errors import NotFound
-from hvelv.http.context import Ctx
+from hvelv.http.context import Ctx, RequestContext
 from hvelv.http.routing import endpoint
 from hvelv.identity import service
 from hvelv.identity.models import User
@@ -48,6 +50,16 @@ def user_out(user: User) -> UserOut:
     )
 
 
+@contextmanager
+def refusals_committed(ctx: RequestContext) -> Iterator[None]:
+    """A refused login still commits its audit event and failure count, then answers."""
+    try:
+        yield
+    except service.LoginFailed as failed:
+        ctx.commit()
+        raise failed.error from None
+
+
 def _tokens(pair: service.TokenPair) -> TokenResponse:
     return TokenResponse(
         access_token=pair.access_token,
@@ -75,7 +87,7 @@ def issue_token(body: TokenRequest, ctx: Ctx) -> TokenResponse:
     platform = ctx.platform
     trail = ctx.trail()
     trail.actor = f"user:{body.username}"
-    try:
+    with refusals_committed(ctx):
         pair = service.login(
             ctx.session,
             trail,
@@ -88,9 +100,6 @@ def issue_token(body: TokenRequest, ctx: Ctx) -> TokenResponse:
             new_password=body.new_password,
             scope_project=body.project,
         )
-    except service.LoginFailed as failed:
-        ctx.commit()
-        raise failed.error from None
     ctx.commit()
     return _tokens(pair)
 
@@ -107,7 +116,7 @@ def enrol_totp(body: EnrolRequest, ctx: Ctx) -> EnrolResponse:
     """Start TOTP enrolment: returns a secret and otpauth:// URI for an authenticator app."""
     trail = ctx.trail()
     trail.actor = f"user:{body.username}"
-    try:
+    with refusals_committed(ctx):
         secret, uri = service.begin_enrolment(
             ctx.session,
             trail,
@@ -116,9 +125,6 @@ def enrol_totp(body: EnrolRequest, ctx: Ctx) -> EnrolResponse:
             body.username,
             body.password,
         )
-    except service.LoginFailed as failed:
-        ctx.commit()
-        raise failed.error from None
     ctx.commit()
     return EnrolResponse(otpauth_uri=uri, secret=secret)
 
@@ -134,13 +140,10 @@ def enrol_totp(body: EnrolRequest, ctx: Ctx) -> EnrolResponse:
 def refresh_token(body: RefreshRequest, ctx: Ctx) -> TokenResponse:
     """Exchange a refresh token for new tokens (the old refresh token stops working)."""
     trail = ctx.trail()
-    try:
+    with refusals_committed(ctx):
         pair = service.refresh(
             ctx.session, trail, ctx.platform.settings, ctx.platform.signer, body.refresh_token
         )
-    except service.LoginFailed as failed:
-        ctx.commit()
-        raise failed.error from None
     ctx.commit()
     return _tokens(pair)
 
@@ -183,7 +186,7 @@ def me(ctx: Ctx) -> Me:
 )
 def change_password(body: PasswordChange, ctx: Ctx) -> None:
     """Change your password; your other sessions are ended."""
-    try:
+    with refusals_committed(ctx):
         service.change_password(
             ctx.session,
             ctx.trail(),
@@ -192,9 +195,6 @@ def change_password(body: PasswordChange, ctx: Ctx) -> None:
             body.new_password,
             ctx.session_id,
         )
-    except service.LoginFailed as failed:
-        ctx.commit()
-        raise failed.error from None
     ctx.commit()
 
 

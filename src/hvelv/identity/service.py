@@ -200,13 +200,7 @@ def begin_enrolment(
     password: str,
 ) -> tuple[str, str]:
     """For a user without TOTP: a pending secret and its otpauth:// URI (confirmed at login)."""
-    now = datetime.now(UTC)
-    user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
-    _check_lock(user, now)
-    if user is None or not passwords.verify_password(user.password_hash, password):
-        raise _fail(user, trail, settings, username, "bad_password", now)
-    if user.status != "active":
-        raise _fail(user, trail, settings, username, "disabled", now)
+    user, _ = _check_password(session, trail, settings, username, password)
     if user.totp_secret is not None:
         raise LoginFailed(
             Conflict("TOTP is already enrolled for this user", code="totp_already_enrolled")
@@ -215,6 +209,20 @@ def begin_enrolment(
     user.totp_pending = seal_totp(keyring, username, secret, "pending")
     trail.record("auth.totp_enrol", target=f"user:{username}")
     return secret, totp.provisioning_uri(secret, username, settings.totp_issuer)
+
+
+def _check_password(
+    session: Session, trail: AuditTrail, settings: Settings, username: str, password: str
+) -> tuple[User, datetime]:
+    """The first factor: not locked, right password, active account (else LoginFailed)."""
+    now = datetime.now(UTC)
+    user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+    _check_lock(user, now)
+    if user is None or not passwords.verify_password(user.password_hash, password):
+        raise _fail(user, trail, settings, username, "bad_password", now)
+    if user.status != "active":
+        raise _fail(user, trail, settings, username, "disabled", now)
+    return user, now
 
 
 def _check_lock(user: User | None, now: datetime) -> None:
@@ -244,13 +252,7 @@ def login(
     scope_project: str | None = None,
 ) -> TokenPair:
     """Password + TOTP → tokens. Raises :class:`LoginFailed` with staged audit/counters."""
-    now = datetime.now(UTC)
-    user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
-    _check_lock(user, now)
-    if user is None or not passwords.verify_password(user.password_hash, password):
-        raise _fail(user, trail, settings, username, "bad_password", now)
-    if user.status != "active":
-        raise _fail(user, trail, settings, username, "disabled", now)
+    user, now = _check_password(session, trail, settings, username, password)
     pending = user.totp_secret is None
     sealed = user.totp_pending if pending else user.totp_secret
     if sealed is None:
