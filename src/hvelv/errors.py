@@ -69,8 +69,3 @@ class Conflict(HvelvError):
 class TooManyRequests(HvelvError):
     status = 429
     code = "too_many_requests"
-
-
-class PayloadTooLarge(HvelvError):
-    status = 413
-    code = "payload_too_large"

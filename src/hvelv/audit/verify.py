@@ -8,7 +8,6 @@ body. Reports the first event that was altered, removed or inserted.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
@@ -114,10 +113,7 @@ def _verify(engine: Engine, public_key: Ed25519PublicKey, rows: Iterator[Row]) -
     with engine.connect() as conn:
         checkpoints = {cp.tree_size: cp for cp in conn.execute(select(AuditCheckpoint)).all()}
         head = conn.execute(select(AuditHead).where(AuditHead.id == 1)).one()
-    # the column check runs in the database while this thread walks the chain
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        columns = pool.submit(_column_mismatch, engine)
-        return _walk(rows, checkpoints, head, public_key, columns)
+    return _walk(rows, checkpoints, head, public_key, _column_mismatch(engine))
 
 
 def _walk(
@@ -125,10 +121,9 @@ def _walk(
     checkpoints: dict[int, Any],
     head: Any,
     public_key: Ed25519PublicKey,
-    columns: Future[int | None],
+    mismatch: int | None,
 ) -> Report:
     def first(problem: Problem | None) -> Problem | None:
-        mismatch = columns.result()
         if mismatch is not None and (problem is None or mismatch < problem.seq):
             return Problem(
                 "altered", mismatch, f"event {mismatch} was altered (columns disagree with body)"
@@ -160,11 +155,7 @@ def _walk(
                     "removed", seq, f"an event before {seq} was removed (chain link broken)"
                 )
             return Report(seen, 0, first(link))
-        # merkle.push, inlined: this loop is the verifier's hot path
-        frontier.append((1, sha256(b"\x00" + digest).digest()))
-        while len(frontier) >= 2 and frontier[-1][0] == frontier[-2][0]:
-            size, right = frontier.pop()
-            frontier[-1] = (2 * size, sha256(b"\x01" + frontier[-1][1] + right).digest())
+        merkle.push(frontier, digest)
         checkpoint = checkpoints.get(seq)
         if checkpoint is not None:
             cp_problem = _check_checkpoint(checkpoint, frontier, digest, public_key)

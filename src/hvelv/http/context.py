@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -240,18 +240,10 @@ def _establish(ctx: RequestContext, request: Request) -> None:
             client=ctx.client,
             details={"action": ctx.action.value, "method": request.method},
         )
-        if info_writes(ctx.action):
+        if ACTIONS[ctx.action].writes:
             ctx.platform.ledger.record(ctx.session, record)  # same transaction as the change
         else:
             ctx.platform.audit_now(record)
 
 
-def info_writes(action: Action) -> bool:
-    return ACTIONS[action].writes
-
-
 Ctx = Annotated[RequestContext, Depends(context)]
-
-
-def audit_details(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}

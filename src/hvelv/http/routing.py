@@ -84,7 +84,7 @@ def endpoint(
 
 
 class UnprotectedRoute(RuntimeError):
-    pass
+    """A route would be reachable without the authorization dependency."""
 
 
 def check_routes(app: FastAPI) -> None:

@@ -16,7 +16,7 @@ MAX_LENGTH = 256
 
 
 class WeakPassword(ValueError):
-    pass
+    """The password does not meet the policy; the message says why."""
 
 
 def check_policy(password: str) -> None:

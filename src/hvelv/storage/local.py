@@ -105,10 +105,8 @@ class LocalBlobStore(BlobStore):
             parent = parent.parent
         for directory in reversed(missing):
             try:
-                directory.mkdir(mode=DIR_MODE)
-            except FileExistsError:
-                pass
-            except NotADirectoryError:
+                directory.mkdir(mode=DIR_MODE, exist_ok=True)  # a racing creator is fine
+            except (FileExistsError, NotADirectoryError):
                 raise StorageError("key conflicts with an existing object") from None
             _fsync_dir(directory.parent)
         if not path.parent.is_dir():
