@@ -26,8 +26,12 @@ class Person:
 
     def next_code(self) -> str:
         """A code for a TOTP step later than any used before (replays are refused)."""
-        now_step = int(time.time() // totp.PERIOD)
-        step = max(self.last_step + 1, now_step - 1)
+        now = time.time()
+        now_step = int(now // totp.PERIOD)
+        # The previous step is only safe early in the current one: later, the request
+        # could reach the server after the next boundary, when it is two steps old.
+        earliest = now_step - 1 if now - now_step * totp.PERIOD < totp.PERIOD / 2 else now_step
+        step = max(self.last_step + 1, earliest)
         if step > now_step + 1:
             time.sleep((step - 1) * totp.PERIOD - time.time() + 0.05)
         self.last_step = step
