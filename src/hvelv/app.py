@@ -9,6 +9,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from hvelv import __version__
 from hvelv.audit import api as audit_api
+from hvelv.files import api as files_api
+from hvelv.files.tus import TUS_RESPONSE_HEADERS
 from hvelv.health import router as health_router
 from hvelv.http import errors
 from hvelv.http.context import ACTION_KEY
@@ -40,7 +42,14 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for router in (health_router, identity_api.router, projects_api.router, audit_api.router):
+    routers = (
+        health_router,
+        identity_api.router,
+        projects_api.router,
+        files_api.router,
+        audit_api.router,
+    )
+    for router in routers:
         app.include_router(router)
     settings = platform.settings
     if settings.cors_origins:
@@ -49,7 +58,14 @@ def create_app(platform: Platform) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"],
             allow_headers=["*"],
-            expose_headers=["Location", "X-Request-ID"],
+            expose_headers=[
+                "Location",
+                "X-Request-ID",
+                "ETag",
+                "Content-Range",
+                "X-Content-SHA256",
+                *TUS_RESPONSE_HEADERS,
+            ],
             max_age=600,
         )
     app.add_middleware(

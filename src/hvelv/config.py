@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,8 @@ from pydantic_settings import (
     SettingsError,
     TomlConfigSettingsSource,
 )
+
+from hvelv.storage.factory import StorageSettings
 
 CONFIG_FILE_ENV = "HVELV_CONFIG_FILE"
 
@@ -106,6 +109,64 @@ class Settings(BaseSettings):
     )
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure (behind TLS).")
     db_pool_size: int = Field(default=10, ge=1, le=200, description="Database connection pool.")
+    node_name: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=100,
+        description="Name of this API replica, unique among running replicas (upload leases).",
+    )
+    storage_backend: Literal["local", "s3"] = Field(
+        default="local", description="Where new objects are written: local disk or S3."
+    )
+    storage_root: Path | None = Field(
+        default=None, description="Directory of the local blob store; default HOME/objects."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint, e.g. http://127.0.0.1:8333 (path-style)."
+    )
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_bucket: str | None = Field(default=None, description="S3 bucket for objects.")
+    s3_access_key: str | None = Field(default=None, description="S3 access key id.")
+    s3_secret_key: SecretStr | None = Field(default=None, description="S3 secret access key.")
+    s3_key_prefix: str = Field(default="", description="Prefix for every S3 object key.")
+    s3_create_bucket: bool = Field(
+        default=False, description="Create the S3 bucket at start-up if it is missing."
+    )
+    segment_size: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        description="Plaintext bytes per encrypted segment of stored files.",
+    )
+    upload_part_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=512 * 1024 * 1024,
+        description="Bytes stored (and made durable) per write while an upload streams.",
+    )
+    max_file_bytes: int = Field(
+        default=1024**4,
+        ge=0,
+        le=2**62,
+        description="Largest file one upload may create (Tus-Max-Size).",
+    )
+    upload_expiry_hours: int = Field(
+        default=72, ge=1, le=24 * 90, description="Unfinished uploads expire after this long."
+    )
+    upload_lease_seconds: int = Field(
+        default=60,
+        ge=5,
+        le=3600,
+        description="A PATCH holds its upload this long between writes; then another may take it.",
+    )
+    trash_retention_days: int = Field(
+        default=30, ge=0, le=3650, description="Deleted files can be restored for this long."
+    )
+    maintenance_interval_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="How often the server purges expired uploads and trash (0: never).",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -152,6 +213,31 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'hvelv.db').resolve()}"
+
+    def storage(self, backend: str | None = None) -> StorageSettings:
+        """Settings of one blob store (``backend`` default: the one new objects go to)."""
+        name = backend or self.storage_backend
+        if name == "local":
+            return StorageSettings(backend="local", root=self.storage_root or self.home / "objects")
+        if name == "s3":
+            if not self.s3_bucket:
+                raise ConfigError("invalid configuration: HVELV_S3_BUCKET is needed for S3 storage")
+            if (self.s3_access_key is None) != (self.s3_secret_key is None):
+                raise ConfigError(
+                    "invalid configuration: give both HVELV_S3_ACCESS_KEY and "
+                    "HVELV_S3_SECRET_KEY, or neither"
+                )
+            return StorageSettings(
+                backend="s3",
+                s3_endpoint_url=self.s3_endpoint_url,
+                s3_region=self.s3_region,
+                s3_access_key=self.s3_access_key,
+                s3_secret_key=self.s3_secret_key.get_secret_value() if self.s3_secret_key else None,
+                s3_bucket=self.s3_bucket,
+                s3_key_prefix=self.s3_key_prefix,
+                s3_create_bucket=self.s3_create_bucket,
+            )
+        raise ConfigError(f"invalid configuration: unknown storage backend {name!r}")
 
     @property
     def base_url(self) -> str:

@@ -6,7 +6,7 @@ Built once per process (``Platform.open``) and passed explicitly; nothing global
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hvelv.audit.ledger import AuditRecord, Ledger
@@ -16,6 +16,8 @@ from hvelv.crypto.keyring import Keyring, load_keyring
 from hvelv.db import migrate
 from hvelv.db.engine import Database
 from hvelv.security.tokens import TokenSigner
+from hvelv.storage.base import BlobStore
+from hvelv.storage.factory import build_store
 
 
 class NotInitialised(Exception):
@@ -29,6 +31,7 @@ class Platform:
     keyring: Keyring
     ledger: Ledger
     signer: TokenSigner
+    _stores: dict[str, BlobStore] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, *, check_schema: bool = True) -> Platform:
@@ -52,6 +55,18 @@ class Platform:
         )
         signer = TokenSigner(keyring.token_key, keyring.token_key_id)
         return cls(settings=settings, db=db, keyring=keyring, ledger=ledger, signer=signer)
+
+    @property
+    def store_name(self) -> str:
+        """The blob store new objects are written to."""
+        return self.settings.storage_backend
+
+    def store(self, name: str | None = None) -> BlobStore:
+        """A blob store by name (``local``, ``s3``), built once; default: where new objects go."""
+        name = name or self.store_name
+        if name not in self._stores:
+            self._stores[name] = build_store(self.settings.storage(name))
+        return self._stores[name]
 
     def audit_now(self, record: AuditRecord) -> None:
         """Write one event in its own transaction (refusals, API key use)."""

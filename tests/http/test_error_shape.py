@@ -85,7 +85,11 @@ def test_refusals_use_the_shape(
     for path, method, action, body in operations(client):
         if ACTIONS[action].scope is Scope.PUBLIC:
             continue
-        assert_error_shape(call(client, method, path, project, {}, body), 401)
+        response = call(client, method, path, project, {}, body)
+        if method == "HEAD":  # no body by definition; the status still tells
+            assert response.status_code == 401
+            continue
+        assert_error_shape(response, 401)
 
 
 def test_validation_errors_do_not_echo_input(client: TestClient) -> None:

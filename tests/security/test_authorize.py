@@ -41,6 +41,10 @@ def project(
     return ProjectFacts(pid=pid, status=status, approval_start=start, approval_end=end)
 
 
+def link(scope: str = "p1001") -> Principal:
+    return Principal(PrincipalKind.UPLOAD_LINK, "0123456789ab", "0123456789ab", scope_project=scope)
+
+
 def api_key(*granted: Action, scope: str | None = "p1001") -> Principal:
     return Principal(
         PrincipalKind.API_KEY,
@@ -88,6 +92,11 @@ def test_only_project_actions_carry_roles_inactive_or_api_key_flags() -> None:
             assert info.roles == frozenset(), action
             assert not info.inactive_ok, action
             assert not info.api_key_ok, action
+            assert not info.link_ok, action
+
+
+def test_upload_links_can_only_upload_into_import() -> None:
+    assert {a for a, i in ACTIONS.items() if i.link_ok} == {Action.FILES_IMPORT}
 
 
 def test_public_and_self_actions_are_not_operator_actions() -> None:
@@ -117,7 +126,14 @@ def test_actions_allowed_in_inactive_projects_do_not_write() -> None:
 def test_api_key_grantable_is_exactly_the_flagged_project_actions() -> None:
     grantable = actions.api_key_grantable()
     assert grantable == {a for a, i in ACTIONS.items() if i.api_key_ok}
-    assert grantable == {Action.PROJECT_READ, Action.AUDIT_READ}
+    assert grantable == {
+        Action.PROJECT_READ,
+        Action.AUDIT_READ,
+        Action.FILES_READ,
+        Action.FILES_IMPORT,
+        Action.FILES_WRITE,
+        Action.FILES_MANAGE,
+    }
     assert all(ACTIONS[a].scope is Scope.PROJECT for a in grantable)
 
 
@@ -172,6 +188,62 @@ def test_active_on(facts: ProjectFacts, today: date, active: bool) -> None:
 Case = tuple[Principal | None, Action, ProjectFacts | None, frozenset[Role], Verdict]
 
 CASES: dict[str, Case] = {
+    # files and upload links
+    "files_member_reads": (USER, Action.FILES_READ, ACTIVE, roles(Role.MEMBER), ALLOW),
+    "files_auditor_cannot_read": (
+        USER,
+        Action.FILES_READ,
+        ACTIVE,
+        roles(Role.AUDITOR),
+        deny("role"),
+    ),
+    "files_member_writes": (USER, Action.FILES_WRITE, ACTIVE, roles(Role.MEMBER), ALLOW),
+    "files_member_manages": (USER, Action.FILES_MANAGE, ACTIVE, roles(Role.MEMBER), ALLOW),
+    "files_member_no_export": (
+        USER,
+        Action.FILES_EXPORT,
+        ACTIVE,
+        roles(Role.MEMBER, Role.OWNER),
+        deny("role"),
+    ),
+    "files_data_manager_export": (
+        USER,
+        Action.FILES_MANAGE_EXPORT,
+        ACTIVE,
+        roles(Role.DATA_MANAGER),
+        ALLOW,
+    ),
+    "files_links_managed_by_owner": (
+        USER,
+        Action.UPLOAD_LINK_MANAGE,
+        ACTIVE,
+        roles(Role.OWNER),
+        ALLOW,
+    ),
+    "link_imports": (link(), Action.FILES_IMPORT, ACTIVE, NO_ROLES, ALLOW),
+    "link_cannot_read": (link(), Action.FILES_READ, ACTIVE, NO_ROLES, deny("upload_link_action")),
+    "link_other_project": (
+        link("p2002"),
+        Action.FILES_IMPORT,
+        ACTIVE,
+        NO_ROLES,
+        deny("token_scope"),
+    ),
+    "link_frozen_project": (
+        link(),
+        Action.FILES_IMPORT,
+        FROZEN,
+        NO_ROLES,
+        deny("project_inactive"),
+    ),
+    "link_not_self": (link(), Action.SELF_READ, None, NO_ROLES, deny("users_only")),
+    "api_key_without_project": (
+        api_key(*Action, scope=None),
+        Action.PROJECT_READ,
+        ACTIVE,
+        NO_ROLES,
+        deny("token_scope"),
+    ),
     # public
     "public_anonymous": (None, Action.HEALTH, None, NO_ROLES, ALLOW),
     "public_user": (USER, Action.AUTH_LOGIN, None, NO_ROLES, ALLOW),
@@ -454,13 +526,18 @@ def oracle(
         return False
     if principal.scope_project not in (None, facts.pid):
         return False
+    if not is_user and principal.scope_project is None:
+        return False  # API keys and upload links belong to one project
     key_may = is_key and info.api_key_ok and action in principal.api_key_actions
+    link_may = principal.kind is PrincipalKind.UPLOAD_LINK and info.link_ok
     role_may = is_user and any(role in info.roles for role in held)
     admin_may = is_op and info.operator
     running = (
         facts.status == "active" and facts.approval_start <= today and today <= facts.approval_end
     )
-    return (key_may or role_may or admin_may) and (running or info.inactive_ok or admin_may)
+    return bool(key_may or link_may or role_may or admin_may) and (
+        running or info.inactive_ok or admin_may
+    )
 
 
 action_st = st.sampled_from(list(Action))

@@ -2,7 +2,8 @@
 
 from hvelv.audit import models as audit_models
 from hvelv.db.base import Base
+from hvelv.files import models as file_models
 from hvelv.identity import models as identity_models
 from hvelv.projects import models as project_models
 
-__all__ = ["Base", "audit_models", "identity_models", "project_models"]
+__all__ = ["Base", "audit_models", "file_models", "identity_models", "project_models"]

@@ -18,13 +18,21 @@ from sqlalchemy.orm import Session
 from hvelv.audit.ledger import AuditRecord, Outcome
 from hvelv.audit.trail import AuditTrail
 from hvelv.errors import Forbidden, HvelvError, NotFound, Unauthenticated
+from hvelv.files.models import UploadLink
 from hvelv.identity.models import AuthSession, User
 from hvelv.platform import Platform
 from hvelv.projects import service as projects
 from hvelv.projects.models import ApiKey, Project
 from hvelv.security.actions import ACTIONS, Action, Role, Scope
 from hvelv.security.authorize import Principal, PrincipalKind, authorize
-from hvelv.security.tokens import API_KEY_PREFIX, InvalidToken, digest, parse_api_key, same_digest
+from hvelv.security.tokens import (
+    API_KEY_PREFIX,
+    UPLOAD_LINK_PREFIX,
+    InvalidToken,
+    digest,
+    parse_api_key,
+    same_digest,
+)
 
 ACTION_KEY = "x-hvelv-action"
 _ACTION_VALUES = frozenset(a.value for a in Action)
@@ -113,6 +121,8 @@ def _bearer(request: Request) -> str | None:
 def _authenticate(ctx: RequestContext, token: str) -> Principal:
     now = datetime.now(UTC)
     session = ctx.session
+    if token.startswith(UPLOAD_LINK_PREFIX):
+        return _upload_link(session, token, now)
     if token.startswith(API_KEY_PREFIX):
         try:
             key_id, secret = parse_api_key(token)
@@ -159,6 +169,24 @@ def _authenticate(ctx: RequestContext, token: str) -> Principal:
         is_operator=row.is_operator,
         scope_project=claims.scope_project,
         session_id=claims.session_id,
+    )
+
+
+def _upload_link(session: Session, token: str, now: datetime) -> Principal:
+    try:
+        link_id, secret = parse_api_key(token, UPLOAD_LINK_PREFIX)
+    except InvalidToken:
+        raise Unauthenticated("invalid upload link", code="invalid_token") from None
+    link = session.get(UploadLink, link_id)
+    if link is None or not same_digest(link.secret_digest, digest(secret)):
+        raise Unauthenticated("invalid upload link", code="invalid_token")
+    if link.revoked_at is not None or link.expires_at <= now:
+        raise Unauthenticated("the upload link has expired or was revoked", code="link_expired")
+    return Principal(
+        kind=PrincipalKind.UPLOAD_LINK,
+        id=link.id,
+        name=link.id,
+        scope_project=link.project_id,
     )
 
 

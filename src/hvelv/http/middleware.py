@@ -54,9 +54,11 @@ class EdgeMiddleware:
         async def send_wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                own = message.get("headers", [])
+                present = {name.lower() for name, _ in own}
                 message["headers"] = [
-                    *message.get("headers", []),
-                    *self.headers,
+                    *own,
+                    *(h for h in self.headers if h[0] not in present),
                     (b"x-request-id", rid),
                 ]
             await send(message)

@@ -56,7 +56,7 @@ class ProjectCreate(Strict):
     approval_start: date
     approval_end: date
     purposes: list[Purpose] = Field(min_length=1, max_length=20)
-    quota_bytes: int | None = Field(default=None, ge=0)
+    quota_bytes: int | None = Field(default=None, ge=0, le=2**62)
 
 
 class ProjectUpdate(Strict):
@@ -72,7 +72,7 @@ class ProjectAdmin(Strict):
     ethics_ref: Line | None = Field(default=None, min_length=1, max_length=100)
     approval_start: date | None = None
     approval_end: date | None = None
-    quota_bytes: int | None = Field(default=None, ge=0)
+    quota_bytes: int | None = Field(default=None, ge=0, le=2**62)
 
 
 class ProjectOut(BaseModel):

@@ -34,6 +34,7 @@ class ActionInfo:
     # period; operators keep their administration actions (they unfreeze projects)
     inactive_ok: bool = False
     api_key_ok: bool = False  # may be granted to a project API key
+    link_ok: bool = False  # an upload link may perform it (upload into import only)
 
 
 class Action(StrEnum):
@@ -64,9 +65,18 @@ class Action(StrEnum):
     APIKEY_LIST = "apikey.list"
     APIKEY_MANAGE = "apikey.manage"
     AUDIT_READ = "audit.read"
+    FILES_READ = "files.read"
+    FILES_IMPORT = "files.import"
+    FILES_WRITE = "files.write"
+    FILES_EXPORT = "files.export"
+    FILES_MANAGE = "files.manage"
+    FILES_MANAGE_EXPORT = "files.manage_export"
+    UPLOAD_LINK_MANAGE = "upload_link.manage"
 
 
 ALL_ROLES = frozenset(Role)
+# roles that work with a project's data (auditors read the audit log only)
+_RESEARCHERS = frozenset({Role.OWNER, Role.DATA_MANAGER, Role.MEMBER})
 _P = Scope.PROJECT
 
 ACTIONS: dict[Action, ActionInfo] = {
@@ -107,6 +117,17 @@ ACTIONS: dict[Action, ActionInfo] = {
         roles=frozenset({Role.OWNER, Role.AUDITOR}),
         inactive_ok=True,
         api_key_ok=True,
+    ),
+    Action.FILES_READ: ActionInfo(_P, writes=False, roles=_RESEARCHERS, api_key_ok=True),
+    Action.FILES_IMPORT: ActionInfo(
+        _P, writes=True, roles=_RESEARCHERS, api_key_ok=True, link_ok=True
+    ),
+    Action.FILES_WRITE: ActionInfo(_P, writes=True, roles=_RESEARCHERS, api_key_ok=True),
+    Action.FILES_EXPORT: ActionInfo(_P, writes=True, roles=frozenset({Role.DATA_MANAGER})),
+    Action.FILES_MANAGE: ActionInfo(_P, writes=True, roles=_RESEARCHERS, api_key_ok=True),
+    Action.FILES_MANAGE_EXPORT: ActionInfo(_P, writes=True, roles=frozenset({Role.DATA_MANAGER})),
+    Action.UPLOAD_LINK_MANAGE: ActionInfo(
+        _P, writes=True, roles=frozenset({Role.OWNER, Role.DATA_MANAGER})
     ),
 }
 

@@ -17,11 +17,12 @@ from hvelv.security.actions import ACTIONS, Action, Role, Scope
 class PrincipalKind(StrEnum):
     USER = "user"
     API_KEY = "api_key"
+    UPLOAD_LINK = "upload_link"
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a user (with a login session) or a project API key."""
+    """Who is calling: a user (with a login session), a project API key or an upload link."""
 
     kind: PrincipalKind
     id: int | str
@@ -85,10 +86,15 @@ def authorize(
     # project scope
     if project is None:
         return _deny("no_such_project")
-    if principal.scope_project is not None and principal.scope_project != project.pid:
+    if principal.scope_project != project.pid and (
+        principal.scope_project is not None or principal.kind is not PrincipalKind.USER
+    ):  # API keys and upload links always belong to exactly one project
         return _deny("token_scope")
     by_operator = False
-    if principal.kind is PrincipalKind.API_KEY:
+    if principal.kind is PrincipalKind.UPLOAD_LINK:
+        if not info.link_ok:
+            return _deny("upload_link_action")
+    elif principal.kind is PrincipalKind.API_KEY:
         if not (info.api_key_ok and action in principal.api_key_actions):
             return _deny("api_key_action")
     else:

@@ -23,6 +23,7 @@ ISSUER = "hvelv"
 AUDIENCE = "hvelv-api"
 REFRESH_PREFIX = "hvr_"
 API_KEY_PREFIX = "hvk_"
+UPLOAD_LINK_PREFIX = "hvl_"
 
 
 class InvalidToken(Exception):
@@ -120,18 +121,21 @@ def parse_refresh_token(token: str) -> str:
     return session_id
 
 
-def new_api_key() -> tuple[str, str, bytes]:
-    """(key id, full secret shown once, stored digest of the secret)."""
+def new_api_key(prefix: str = API_KEY_PREFIX) -> tuple[str, str, bytes]:
+    """(key id, full secret shown once, stored digest of the secret).
+
+    The same shape serves API keys (``hvk_``) and upload links (``hvl_``).
+    """
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    return key_id, f"{API_KEY_PREFIX}{key_id}_{secret}", digest(secret)
+    return key_id, f"{prefix}{key_id}_{secret}", digest(secret)
 
 
-def parse_api_key(token: str) -> tuple[str, str]:
-    """(key id, secret) of an API key string."""
-    if not token.startswith(API_KEY_PREFIX) or len(token) > 200:
+def parse_api_key(token: str, prefix: str = API_KEY_PREFIX) -> tuple[str, str]:
+    """(key id, secret) of an API key (or, with its prefix, an upload link) string."""
+    if not token.startswith(prefix) or len(token) > 200:
         raise InvalidToken("not an API key")
-    body = token[len(API_KEY_PREFIX) :]
+    body = token[len(prefix) :]
     key_id, sep, secret = body.partition("_")
     if not sep or len(key_id) != 12 or not secret:
         raise InvalidToken("not an API key")

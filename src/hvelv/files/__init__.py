@@ -1,0 +1,1 @@
+"""Project files: tus uploads, encrypted storage, listing, trash, downloads and upload links."""
