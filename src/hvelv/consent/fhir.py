@@ -108,6 +108,7 @@ class _Ext:
     DISEASE: Final = f"{_BASE}/StructureDefinition/duo-disease"
     MODIFIER: Final = f"{_BASE}/StructureDefinition/duo-modifier"
     EMPTY: Final = f"{_BASE}/StructureDefinition/matches-nothing"
+    EFFECT: Final = f"{_BASE}/StructureDefinition/provision-effect"  # a modifierExtension
 
 
 EXT = _Ext
@@ -329,6 +330,14 @@ def _provisions(
             if denies:
                 fp["provision"] = denies
             out.append(fp)
+    if not out and denies:
+        # No permit is granted, but the deny items still apply to every other template's permits
+        # ("deny wins" across templates). R4 can say so with type: deny; R5 provisions have no
+        # type, so a modifierExtension flips the first-level exception to a deny.
+        if version == "R5":
+            for fp in denies:
+                fp["modifierExtension"] = [{"url": EXT.EFFECT, "valueCode": "deny"}]
+        out = denies
     return out
 
 
@@ -550,7 +559,16 @@ class ImportedConsent:
 _R5_STATUSES = frozenset({"active", "inactive"})
 _R4_STATUSES = frozenset({"active", "inactive", "rejected"})
 _R5_PROVISION_KEYS = frozenset(
-    {"extension", "purpose", "action", "resourceType", "period", "provision", "id"}
+    {
+        "extension",
+        "modifierExtension",
+        "purpose",
+        "action",
+        "resourceType",
+        "period",
+        "provision",
+        "id",
+    }
 )
 _R4_PROVISION_KEYS = frozenset(
     {"extension", "purpose", "action", "class", "period", "provision", "id", "type"}
@@ -697,6 +715,20 @@ def _to_provision(
         raise UnsupportedFhirConsent(f"{where}: {exc}") from None
 
 
+def _effect_of(fp: Mapping[str, Any], default: Effect, version: FhirVersion, where: str) -> Effect:
+    if version == "R4":
+        try:
+            return Effect(fp.get("type", default.value))
+        except ValueError:
+            raise UnsupportedFhirConsent(f"{where}: type must be permit or deny") from None
+    mods = fp.get("modifierExtension", [])
+    if not mods:
+        return default
+    if len(mods) != 1 or mods[0].get("url") != EXT.EFFECT or mods[0].get("valueCode") != "deny":
+        raise UnsupportedFhirConsent(f"{where}: unknown modifierExtension {mods}")
+    return Effect.DENY
+
+
 def _provisions_from(
     firsts: Sequence[Mapping[str, Any]], base: Effect, version: FhirVersion, where: str
 ) -> list[Provision]:
@@ -711,11 +743,17 @@ def _provisions_from(
 
     for i, fp in enumerate(firsts):
         here = f"{where}[{i}]"
-        if version == "R4" and fp.get("type", first_effect.value) != first_effect.value:
-            raise UnsupportedFhirConsent(f"{here}: type must be {first_effect.value}")
+        effect = _effect_of(fp, first_effect, version, here)
+        if effect is not first_effect:  # a deny item stated beside the permits (R4 type, R5 ext)
+            if base is not Effect.DENY or fp.get("provision"):
+                raise UnsupportedFhirConsent(f"{here}: type must be {first_effect.value}")
+            add(_to_provision(fp, effect, version, here))
+            continue
         add(_to_provision(fp, first_effect, version, here))
         for j, child in enumerate(fp.get("provision", [])):
             there = f"{here}.provision[{j}]"
+            if child.get("modifierExtension"):
+                raise UnsupportedFhirConsent(f"{there}: modifierExtension is not supported here")
             if version == "R4" and child.get("type", base.value) != base.value:
                 raise UnsupportedFhirConsent(f"{there}: type must be {base.value}")
             if child.get("provision"):
@@ -772,6 +810,8 @@ def from_fhir(
     """
     version = validate_fhir(resource, version)
     r5 = version == "R5"
+    if resource.get("modifierExtension"):
+        raise UnsupportedFhirConsent("Consent.modifierExtension is not supported")
     status = resource.get("status")
     if status not in (_R5_STATUSES if r5 else _R4_STATUSES):
         allowed = sorted(_R5_STATUSES if r5 else _R4_STATUSES)
