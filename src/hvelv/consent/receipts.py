@@ -241,7 +241,7 @@ def _b64url(data: bytes) -> str:
 
 
 def _unb64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 def _no_floats(value: Any, where: str = "receipt") -> None:
