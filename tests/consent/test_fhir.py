@@ -361,3 +361,40 @@ def test_round_trip_gives_the_same_decisions(
         assert (after.permit, after.obligations) == (before.permit, before.obligations), use
         if before.permit:
             assert after.reasons == before.reasons
+
+
+@pytest.mark.parametrize("version", ["R5", "R4"])
+def test_a_national_id_is_never_the_participant_reference(version: FhirVersion) -> None:
+    with pytest.raises(ValueError, match="pseudonym"):
+        EXPORTERS[version]("Patient/15108695088", f.MAIN_V1, [], f.day(1))
+
+
+def test_r5_base_permit_from_elsewhere_becomes_nres_with_denies() -> None:
+    doc = {
+        "resourceType": "Consent",
+        "status": "active",
+        "subject": {"reference": "Patient/x"},
+        "date": "2024-01-02",
+        "decision": "permit",
+        "provision": [{"purpose": [{"system": DUO_SYSTEM, "code": "DUO_0000011"}]}],
+    }
+    imported = from_fhir(doc)
+    assert imported.version == "R5"
+    effects = {p.item_id: (p.effect, p.purpose.code) for p in imported.template.provisions}
+    assert effects == {
+        "provision[0]": (Effect.DENY, Duo.POA),
+        "base-permit": (Effect.PERMIT, Duo.NRES),
+    }
+    lookup = {imported.template.version_id: imported.template}.get
+    hmb = decide(imported.events, f.USE, f.day(3), approval=f.APPROVAL, template_lookup=lookup)
+    assert hmb.permit
+    poa = decide(
+        imported.events,
+        f.use(purpose=Purpose(Duo.POA)),
+        f.day(3),
+        approval=f.APPROVAL,
+        template_lookup=lookup,
+    )
+    assert not poa.permit
+    with pytest.raises(UnsupportedFhirConsent, match="decision"):
+        from_fhir({k: v for k, v in doc.items() if k != "decision"})

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -134,6 +135,7 @@ _RESEARCH = {
 _OPTIN = {
     "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
 }
+_NATIONAL_ID_LIKE: Final = re.compile(r"(?<!\d)\d{11}(?!\d)")
 _DUO_BY_ID: Final = {t.id: code for code, t in DUO_TERMS.items()}
 
 
@@ -396,6 +398,11 @@ def _controller(ref: str | None, name: str | None) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------- export
 
 
+def _check_ref(participant_ref: str) -> None:
+    if not participant_ref or _NATIONAL_ID_LIKE.search(participant_ref):
+        raise ValueError("participant_ref must reference a pseudonym, never a national id")
+
+
 def to_fhir_r5(
     participant_ref: str,
     template: Template,
@@ -419,6 +426,7 @@ def to_fhir_r5(
     while the participant is a minor and the representation lasts, with no withdrawal in
     effect), otherwise ``inactive``.
     """
+    _check_ref(participant_ref)
     cur = current_consent(
         template,
         events,
@@ -466,6 +474,7 @@ def to_fhir_r4(
     """As :func:`to_fhir_r5`, in the R4 shape: ``scope`` research, ``policyRule`` OPTIN, one root
     provision of ``type: deny`` holding the permit provisions. ``status`` is ``rejected`` while a
     withdrawal is in effect, otherwise ``active`` or ``inactive`` as in R5."""
+    _check_ref(participant_ref)
     cur = current_consent(
         template,
         events,
