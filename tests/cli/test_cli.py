@@ -119,6 +119,8 @@ def test_the_walk_finds_the_commands() -> None:
         "apikey create",
         "apikey revoke",
         "apikey list",
+        "consent verify-receipt",
+        "keys public",
     }
     assert expected <= found
 

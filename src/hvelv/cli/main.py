@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hvelv import __version__
-from hvelv.cli import local, remote, serve
+from hvelv.cli import consent, local, remote, serve
 
 app = typer.Typer(
     name="hvelv",
@@ -37,6 +37,9 @@ app.add_typer(audit_app, name="audit")
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 config_app.command("show")(local.config_show)
 app.add_typer(config_app, name="config")
+
+app.add_typer(consent.consent_app, name="consent")
+app.add_typer(consent.keys_app, name="keys")
 
 app.add_typer(remote.project_app, name="project")
 app.add_typer(remote.member_app, name="member")

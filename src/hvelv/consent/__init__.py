@@ -4,7 +4,10 @@
 * :mod:`~hvelv.consent.duo` and :mod:`~hvelv.consent.diseases` — DUO codes and matching;
 * :mod:`~hvelv.consent.model` — templates, ledger events, approvals, uses, decisions;
 * :mod:`~hvelv.consent.decision` — ``decide()``, the per-participant decision;
-* :mod:`~hvelv.consent.snapshot` — bulk decisions for many participants, kept up to date.
+* :mod:`~hvelv.consent.snapshot` — bulk decisions for many participants, kept up to date;
+* :mod:`~hvelv.consent.fhir` — export/import of FHIR R5/R4 ``Consent`` (imported explicitly:
+  it loads ``fhir.resources``);
+* :mod:`~hvelv.consent.receipts` — signed consent receipts.
 """
 
 from hvelv.consent.decision import DEFAULT_AGE_OF_MAJORITY, TemplateLookup, decide
