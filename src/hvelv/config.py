@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         default="local", description="Where new objects are written: local disk or S3."
     )
     storage_root: Path | None = Field(
-        default=None, description="Directory of the local blob store; default HOME/objects."
+        default=None, description="Directory of the local blob store; default HOME/blobs."
     )
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 endpoint, e.g. http://127.0.0.1:8333 (path-style)."
@@ -218,7 +218,7 @@ class Settings(BaseSettings):
         """Settings of one blob store (``backend`` default: the one new objects go to)."""
         name = backend or self.storage_backend
         if name == "local":
-            return StorageSettings(backend="local", root=self.storage_root or self.home / "objects")
+            return StorageSettings(backend="local", root=self.storage_root or self.home / "blobs")
         if name == "s3":
             if not self.s3_bucket:
                 raise ConfigError("invalid configuration: HVELV_S3_BUCKET is needed for S3 storage")

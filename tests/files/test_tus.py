@@ -1,0 +1,365 @@
+"""tus 1.0.0 through the in-process client: core protocol and every extension we announce."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import os
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from hvelv.files.models import Upload
+from hvelv.platform import Platform
+from tests.files.support import (
+    OCTETS,
+    TUS,
+    create,
+    download,
+    metadata,
+    patch,
+    sha256,
+    upload,
+    uploads_url,
+)
+from tests.support.people import Person
+
+MiB = 1024 * 1024
+
+
+def listing(client: TestClient, pid: str, headers: dict[str, str], area: str = "files") -> list:
+    response = client.get(f"/v1/projects/{pid}/files/{area}", headers=headers)
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def test_options_announce_the_protocol(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    response = client.options(uploads_url(project), headers=people["member"].headers)
+    assert response.status_code == 204
+    assert response.headers["Tus-Version"] == "1.0.0"
+    extensions = set(response.headers["Tus-Extension"].split(","))
+    assert extensions == {
+        "creation",
+        "creation-with-upload",
+        "termination",
+        "checksum",
+        "expiration",
+        "concatenation",
+    }
+    assert "sha256" in response.headers["Tus-Checksum-Algorithm"].split(",")
+    assert int(response.headers["Tus-Max-Size"]) > 0
+
+
+def test_round_trips_of_0_1_and_many_segment_files(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    sizes = {"empty": 0, "one": 1, "multi": 9 * MiB + 17}
+    contents = {name: os.urandom(size) for name, size in sizes.items()}
+    for name, data in contents.items():
+        upload(client, project, h, data, name=name, chunk=3 * MiB + 5)
+    by_path = {item["path"]: item for item in listing(client, project, h)}
+    for name, data in contents.items():
+        assert by_path[name]["size"] == len(data)
+        assert by_path[name]["sha256"] == sha256(data)
+        response = download(client, project, h, name)
+        assert response.status_code == 200
+        assert response.content == data
+        assert response.headers["X-Content-SHA256"] == sha256(data)
+
+
+def test_head_reports_offset_length_metadata_and_expiry(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    created = create(client, project, h, 100, name="half.bin")
+    url = created.headers["Location"]
+    assert "Upload-Expires" in created.headers
+    assert patch(client, url, h, 0, b"x" * 40).headers["Upload-Offset"] == "40"
+    head = client.head(url, headers={**h, **TUS})
+    assert head.status_code == 200
+    assert head.headers["Upload-Offset"] == "40"
+    assert head.headers["Upload-Length"] == "100"
+    assert head.headers["Upload-Metadata"] == metadata(filename="half.bin")
+    assert head.headers["Cache-Control"] == "no-store"
+    # nothing is visible before the last byte
+    assert listing(client, project, h) == []
+
+
+def test_creation_with_upload(client: TestClient, people: dict[str, Person], project: str) -> None:
+    h = people["member"].headers
+    data = os.urandom(5000)
+    response = client.post(
+        uploads_url(project),
+        content=data,
+        headers={
+            **h,
+            **TUS,
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": metadata(filename="direct.bin", filetype="text/csv"),
+            "Content-Type": OCTETS,
+        },
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["Upload-Offset"] == str(len(data))
+    item = listing(client, project, h)[0]
+    assert item["content_type"] == "text/csv"
+    assert download(client, project, h, "direct.bin").content == data
+
+
+def test_protocol_errors_are_clear(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    url = create(client, project, h, 10).headers["Location"]
+    wrong_version = client.patch(
+        url,
+        content=b"x",
+        headers={**h, "Tus-Resumable": "0.2.2", "Upload-Offset": "0", "Content-Type": OCTETS},
+    )
+    assert wrong_version.status_code == 412
+    assert wrong_version.headers["Tus-Version"] == "1.0.0"
+    wrong_type = client.patch(
+        url,
+        content=b"x",
+        headers={**h, **TUS, "Upload-Offset": "0", "Content-Type": "text/plain"},
+    )
+    assert wrong_type.status_code == 415
+    mismatch = patch(client, url, h, 3, b"abc")
+    assert mismatch.status_code == 409
+    assert mismatch.json()["error"]["code"] == "offset_mismatch"
+    assert mismatch.headers["Upload-Offset"] == "0"
+    bad_offset = patch(client, url, h, 0, b"x", **{"Upload-Offset": "-1"})
+    assert bad_offset.status_code == 400
+    too_much = patch(client, url, h, 0, b"y" * 11)
+    assert too_much.status_code == 413
+    assert too_much.json()["error"]["code"] == "beyond_upload_length"
+    # the 10 bytes that fitted were stored; the upload is complete
+    assert download(client, project, h, "data.bin").content == b"y" * 10
+    missing_length = client.post(uploads_url(project), headers={**h, **TUS})
+    assert missing_length.status_code == 400
+    deferred = client.post(uploads_url(project), headers={**h, **TUS, "Upload-Defer-Length": "1"})
+    assert deferred.status_code == 400
+    unknown = client.head(uploads_url(project) + "/" + "0" * 32, headers={**h, **TUS})
+    assert unknown.status_code == 404
+
+
+def test_file_names_are_validated(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    for bad in ("../escape", "a/../../b", "/abs", "a//b", "tab\there", "x" * 300, "a\\b", ""):
+        response = create(client, project, h, 1, name=bad)
+        assert response.status_code == 422, (bad, response.text)
+        assert response.json()["error"]["code"] in {"invalid_path", "missing_filename"}
+    nameless = client.post(uploads_url(project), headers={**h, **TUS, "Upload-Length": "1"})
+    assert nameless.status_code == 422
+    assert nameless.json()["error"]["code"] == "missing_filename"
+    garbled = client.post(
+        uploads_url(project),
+        headers={**h, **TUS, "Upload-Length": "1", "Upload-Metadata": "filename !!!"},
+    )
+    assert garbled.status_code == 400
+    # NFC: the decomposed spelling names the same file
+    decomposed = "bla\u030aba\u0308r.txt"
+    upload(client, project, h, b"1", name=decomposed)
+    assert listing(client, project, h)[0]["path"] == "bl\u00e5b\u00e4r.txt"
+
+
+def test_relative_path_keeps_folders(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    response = client.post(
+        uploads_url(project),
+        headers={
+            **h,
+            **TUS,
+            "Upload-Length": "0",
+            "Upload-Metadata": metadata(filename="c.txt", relativePath="a/b/c.txt"),
+        },
+    )
+    assert response.status_code == 201
+    assert listing(client, project, h)[0]["path"] == "a/b/c.txt"
+
+
+def test_checksums(client: TestClient, people: dict[str, Person], project: str) -> None:
+    h = people["member"].headers
+    data = os.urandom(3 * MiB)
+    url = create(client, project, h, len(data)).headers["Location"]
+    first = data[: MiB + 3]
+    good = "sha256 " + base64.b64encode(hashlib.sha256(first).digest()).decode()
+    assert patch(client, url, h, 0, first, **{"Upload-Checksum": good}).status_code == 204
+    rest = data[len(first) :]
+    wrong = (
+        "sha1 "
+        + base64.b64encode(hashlib.sha1(b"something else", usedforsecurity=False).digest()).decode()
+    )
+    refused = patch(client, url, h, len(first), rest, **{"Upload-Checksum": wrong})
+    assert refused.status_code == 460
+    assert refused.json()["error"]["code"] == "checksum_mismatch"
+    head = client.head(url, headers={**h, **TUS})
+    assert head.headers["Upload-Offset"] == str(len(first))  # nothing of it was kept
+    unknown = patch(client, url, h, len(first), rest, **{"Upload-Checksum": "crc32 AAAA"})
+    assert unknown.status_code == 400
+    md5 = "md5 " + base64.b64encode(hashlib.md5(rest).digest()).decode()  # noqa: S324
+    assert patch(client, url, h, len(first), rest, **{"Upload-Checksum": md5}).status_code == 204
+    assert download(client, project, h, "data.bin").content == data
+
+
+def test_termination(client: TestClient, people: dict[str, Person], project: str) -> None:
+    h = people["member"].headers
+    url = create(client, project, h, 10).headers["Location"]
+    patch(client, url, h, 0, b"12345")
+    assert client.delete(url, headers={**h, **TUS}).status_code == 204
+    assert client.head(url, headers={**h, **TUS}).status_code == 404
+    assert patch(client, url, h, 5, b"67890").status_code == 404
+
+
+def test_expired_uploads_are_gone(
+    client: TestClient, platform: Platform, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    url = create(client, project, h, 10).headers["Location"]
+    with platform.db.write() as session:
+        session.execute(update(Upload).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert client.head(url, headers={**h, **TUS}).status_code == 410
+    assert patch(client, url, h, 0, b"1").status_code == 410
+
+
+def test_uploads_are_private_to_who_started_them(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    url = create(client, project, people["member"].headers, 10).headers["Location"]
+    other = people["owner"].headers
+    assert client.head(url, headers={**other, **TUS}).status_code == 404
+    assert patch(client, url, other, 0, b"x").status_code == 404
+
+
+def test_a_second_writer_gets_423_while_a_lease_is_live(
+    client: TestClient, platform: Platform, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    url = create(client, project, h, 10).headers["Location"]
+    with platform.db.write() as session:
+        session.execute(
+            update(Upload).values(
+                lease_owner="another-node/abc/def",
+                lease_until=datetime.now(UTC) + timedelta(minutes=1),
+            )
+        )
+    locked = patch(client, url, h, 0, b"x")
+    assert locked.status_code == 423
+    assert "Retry-After" in locked.headers
+    # once the lease runs out, the next request takes the upload over
+    with platform.db.write() as session:
+        session.execute(update(Upload).values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
+    assert patch(client, url, h, 0, b"0123456789").status_code == 204
+
+
+def test_concatenation(client: TestClient, people: dict[str, Person], project: str) -> None:
+    h = people["member"].headers
+    data = os.urandom(11 * MiB + 3)
+    cuts = [0, 4 * MiB, 4 * MiB + 1, len(data)]
+    partials = []
+    for start, end in itertools.pairwise(cuts):
+        made = client.post(
+            uploads_url(project),
+            headers={**h, **TUS, "Upload-Length": str(end - start), "Upload-Concat": "partial"},
+        )
+        assert made.status_code == 201, made.text
+        assert patch(client, made.headers["Location"], h, 0, data[start:end]).status_code == 204
+        partials.append(made.headers["Location"])
+    assert listing(client, project, h) == []  # partials are not files
+    head = client.head(partials[0], headers={**h, **TUS})
+    assert head.headers["Upload-Concat"] == "partial"
+    final = client.post(
+        uploads_url(project),
+        headers={
+            **h,
+            **TUS,
+            "Upload-Concat": "final;" + " ".join(["http://x" + partials[0], *partials[1:]]),
+            "Upload-Metadata": metadata(filename="joined.bin"),
+        },
+    )
+    assert final.status_code == 201, final.text
+    final_head = client.head(final.headers["Location"], headers={**h, **TUS})
+    assert final_head.headers["Upload-Offset"] == str(len(data))
+    assert final_head.headers["Upload-Concat"].startswith("final;")
+    assert download(client, project, h, "joined.bin").content == data
+    item = listing(client, project, h)[0]
+    assert item["sha256"] == sha256(data)
+    # a partial cannot be used twice, patched after the final, or be unfinished
+    again = client.post(
+        uploads_url(project),
+        headers={
+            **h,
+            **TUS,
+            "Upload-Concat": "final;" + partials[0],
+            "Upload-Metadata": metadata(filename="again.bin"),
+        },
+    )
+    assert again.status_code == 400
+    assert patch(client, final.headers["Location"], h, 0, b"x").status_code == 403
+    unfinished = client.post(
+        uploads_url(project),
+        headers={**h, **TUS, "Upload-Length": "5", "Upload-Concat": "partial"},
+    ).headers["Location"]
+    refused = client.post(
+        uploads_url(project),
+        headers={
+            **h,
+            **TUS,
+            "Upload-Concat": "final;" + unfinished,
+            "Upload-Metadata": metadata(filename="x.bin"),
+        },
+    )
+    assert refused.status_code == 400
+    assert "not finished" in refused.json()["error"]["message"]
+
+
+def test_quota_and_maximum_size(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    owner, member = people["owner"].headers, people["member"].headers
+    operator = people["operator"].headers
+    set_quota = client.patch(
+        f"/v1/projects/{project}/admin", json={"quota_bytes": 1000}, headers=operator
+    )
+    assert set_quota.status_code == 200, set_quota.text
+    upload(client, project, member, b"a" * 600, name="first")
+    over = create(client, project, owner, 401, name="second")
+    assert over.status_code == 413
+    assert over.json()["error"]["code"] == "quota_exceeded"
+    # an unfinished upload reserves its length too
+    assert create(client, project, owner, 400, name="second").status_code == 201
+    assert create(client, project, owner, 1, name="third").status_code == 413
+    huge = create(client, project, owner, 2**62, name="huge")
+    assert huge.status_code == 413
+    assert huge.json()["error"]["code"] == "file_too_large"
+
+
+def test_export_is_written_by_data_managers_only(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    assert create(client, project, people["member"].headers, 1, area="export").status_code == 403
+    assert create(client, project, people["owner"].headers, 1, area="export").status_code == 403
+    upload(client, project, people["data_manager"].headers, b"result", name="r.csv", area="export")
+    got = download(client, project, people["member"].headers, "r.csv", area="export")
+    assert got.content == b"result"
+
+
+def test_replacing_a_file_keeps_the_old_one_in_the_trash(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    upload(client, project, h, b"version 1", name="doc.txt")
+    upload(client, project, h, b"version 2", name="doc.txt")
+    assert download(client, project, h, "doc.txt").content == b"version 2"
+    trash = client.get(f"/v1/projects/{project}/files/files/trash", headers=h).json()["items"]
+    assert [t["sha256"] for t in trash] == [sha256(b"version 1")]
+    assert "replaced" in trash[0]["deleted_by"]
