@@ -25,10 +25,13 @@ def hvelv_command() -> list[str]:
 
 
 @contextmanager
-def running_server(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = free_port()
+def server_process(
+    env: dict[str, str], log: Path, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A live server and its process (tests that kill it use the process)."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         process = subprocess.Popen(
             [*hvelv_command(), "serve", "--port", str(port)],
             env={**os.environ, **env},
@@ -48,11 +51,18 @@ def running_server(env: dict[str, str], log: Path) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
                 time.sleep(0.1)
-            yield url
+            yield url, process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@contextmanager
+def running_server(env: dict[str, str], log: Path) -> Iterator[str]:
+    with server_process(env, log) as (url, _):
+        yield url
