@@ -3,6 +3,7 @@ and a server killed with SIGKILL mid-upload that restarts and completes the uplo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -83,15 +84,13 @@ def start_slow_patch(
     upload_url: str, headers: dict[str, str], data: bytes, stop: threading.Event
 ) -> threading.Thread:
     def run() -> None:
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # the connection is cut on purpose
             httpx.patch(
                 upload_url,
                 content=slow_body(data, 64 * 1024, 0.005, stop),
                 headers={**headers, **TUS, "Upload-Offset": "0", "Content-Type": OCTETS},
                 timeout=60,
             )
-        except httpx.HTTPError:
-            pass  # the connection is cut on purpose
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -183,3 +182,49 @@ def test_the_server_killed_mid_upload_restarts_and_completes_it(
         listed = remote_listing(url, project, h)
         assert listed["survivor.bin"]["sha256"] == hashlib.sha256(data).hexdigest()
         assert fetch(url, project, h, "survivor.bin") == data
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_server_memory_stays_bounded_for_a_4_gib_file(
+    tmp_path: Path, settings: Settings, client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    size = 4 * 1024 * MiB
+    block = os.urandom(4 * MiB)
+    expected = hashlib.sha256()
+    for _ in range(size // len(block)):
+        expected.update(block)
+
+    def body() -> Iterator[bytes]:
+        for _ in range(size // len(block)):
+            yield block
+
+    with server_process(server_env(settings), tmp_path / "server.log") as (url, process):
+        upload_url = create_upload(url, project, h, size, "huge.bin")
+        response = httpx.patch(
+            upload_url,
+            content=body(),
+            headers={**h, **TUS, "Upload-Offset": "0", "Content-Type": OCTETS},
+            timeout=600,
+        )
+        assert response.status_code == 204, response.text
+        got = hashlib.sha256()
+        with httpx.stream(
+            "GET",
+            f"{url}/v1/projects/{project}/files/files/content/huge.bin",
+            headers=h,
+            timeout=600,
+        ) as download:
+            assert download.status_code == 200
+            for chunk in download.iter_bytes(4 * MiB):
+                got.update(chunk)
+        assert got.hexdigest() == expected.hexdigest()
+        assert remote_listing(url, project, h)["huge.bin"]["sha256"] == expected.hexdigest()
+        assert peak_rss_mb(process.pid) < 250
