@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
 
 from hvelv import __version__
 from hvelv.audit import api as audit_api
 from hvelv.files import api as files_api
+from hvelv.files import maintenance
 from hvelv.files.tus import TUS_RESPONSE_HEADERS
 from hvelv.health import router as health_router
 from hvelv.http import errors
@@ -21,6 +28,8 @@ from hvelv.platform import Platform
 from hvelv.projects import api as projects_api
 from hvelv.security.actions import ACTIONS, Action, Scope
 
+log = logging.getLogger("hvelv")
+
 DESCRIPTION = """\
 Hvelv is a self-hostable platform for sensitive health research data: isolated projects,
 MFA identities, scoped tokens and API keys, and a tamper-evident audit ledger.
@@ -31,8 +40,33 @@ decision allows or refuses it. Errors always have the shape
 """
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Background housekeeping (expired uploads, trash purge) while the app runs."""
+    platform: Platform = app.state.platform
+    interval = platform.settings.maintenance_interval_seconds
+    task = asyncio.create_task(_maintain(platform, interval)) if interval else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _maintain(platform: Platform, interval: int) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(maintenance.sweep, platform)
+        except Exception:  # keep serving; the next pass retries
+            log.exception("maintenance pass failed")
+
+
 def create_app(platform: Platform) -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
         title="Hvelv API",
         version=__version__,
         description=DESCRIPTION,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
 
+from hvelv.app import create_app
 from hvelv.files import maintenance
+from hvelv.files.models import Upload
 from hvelv.platform import Platform
 from tests.files.support import create, download, sha256, upload
 from tests.support.people import Person
@@ -165,3 +169,26 @@ def test_the_audit_log_names_file_events_with_their_hash(
     for action in ("files.upload", "files.download", "files.move", "files.delete"):
         assert action in by_action, action
         assert by_action[action]["details"]["sha256"] == sha256(b"audited")
+
+
+def test_the_server_sweeps_in_the_background(
+    client: TestClient, platform: Platform, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    create(client, project, h, 100)
+    with platform.db.write() as session:
+        session.execute(update(Upload).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    fast = Platform.build(
+        platform.settings.model_copy(update={"maintenance_interval_seconds": 1}),
+        platform.db,
+        platform.keyring,
+    )
+    with TestClient(create_app(fast)):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with platform.db.read() as session:
+                if session.scalar(select(func.count()).select_from(Upload)) == 0:
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the expired upload was not swept")
