@@ -38,6 +38,10 @@ config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 config_app.command("show")(local.config_show)
 app.add_typer(config_app, name="config")
 
+storage_app = typer.Typer(help="Blob storage.", no_args_is_help=True)
+storage_app.command("migrate")(local.storage_migrate)
+app.add_typer(storage_app, name="storage")
+
 app.add_typer(consent.consent_app, name="consent")
 app.add_typer(consent.keys_app, name="keys")
 
