@@ -25,7 +25,7 @@ from hvelv.audit.trail import AuditTrail
 from hvelv.crypto.segments import IntegrityError
 from hvelv.errors import HvelvError
 from hvelv.files import catalog, links, tus, uploads
-from hvelv.files.blobs import FileReader, blobs_of
+from hvelv.files.blobs import FileReader, blobs_of, file_sha256
 from hvelv.files.models import StoredFile, Upload, UploadLink
 from hvelv.files.paths import Area, clean_path, clean_prefix
 from hvelv.files.ranges import (
@@ -296,16 +296,26 @@ def _register(area: Area) -> None:
             if body_follows:
                 raise tus.TusError(400, "invalid_concat", "a final upload carries no body")
 
-            def finalise() -> Upload:
-                project = ctx.project
-                assert project is not None
+            project = ctx.project
+            assert project is not None
+
+            def check() -> FileReader:
+                reader = uploads.concatenation_reader(
+                    ctx.platform, ctx.session, project, new, concat.partial_ids
+                )
+                ctx.commit()  # no write lock is held while the parts are hashed
+                return reader
+
+            def finalise(sha: str) -> Upload:
                 final = uploads.concatenate(
-                    ctx.platform, ctx.session, ctx.trail(), project, new, concat.partial_ids
+                    ctx.platform, ctx.session, ctx.trail(), project, new, concat.partial_ids, sha
                 )
                 ctx.commit()
                 return final
 
-            final = await run_in_threadpool(finalise)
+            reader = await run_in_threadpool(check)
+            sha = await run_in_threadpool(file_sha256, reader)
+            final = await run_in_threadpool(finalise, sha)
             return Response(
                 status_code=201,
                 headers={

@@ -482,14 +482,16 @@ class PartWriter:
         blob = self.lease.blob
         self.store.complete(blob.key, self.lease.store_upload_id, list(range(1, live.next_part)))
         self.store.delete(_tail_key(self.lease.upload))
+        if self.writer.sha256_known:
+            sha = self.writer.sha256_hex()
+        else:  # rebuilt after a restart: hash the stored blob (outside any write lock)
+            with self.platform.db.read() as session:
+                reader = FileReader(self.platform, session, self.lease.upload.project_id, [blob])
+            sha = file_sha256(reader)
         with self.platform.db.write() as session:
             upload = session.get(Upload, self.lease.upload_id)
             if upload is None or upload.lease_owner != self.lease.owner:
                 raise LeaseLost("another request took this upload over")
-            if self.writer.sha256_known:
-                sha = self.writer.sha256_hex()
-            else:
-                sha = file_sha256(FileReader(self.platform, session, upload.project_id, [blob]))
             upload.offset = upload.length
             upload.lease_owner = None
             upload.lease_until = None
@@ -551,6 +553,46 @@ def _complete(
     upload.file_id = stored.id
 
 
+def _partials(
+    session: Session, project: Project, new: NewUpload, partial_ids: tuple[str, ...]
+) -> list[Upload]:
+    parts: list[Upload] = []
+    for part_id in partial_ids:
+        part = session.get(Upload, part_id)
+        if (
+            part is None
+            or part.project_id != project.pid
+            or part.area != new.area.value
+            or part.creator != new.creator
+        ):
+            raise TusError(400, "invalid_concat", f"no partial upload {part_id} of yours here")
+        if part.concat != "partial":
+            raise TusError(400, "invalid_concat", f"upload {part_id} is not a partial upload")
+        if part.status != "completed":
+            raise TusError(400, "invalid_concat", f"partial upload {part_id} is not finished")
+        if part.file_id is not None or part.id in {p.id for p in parts}:
+            raise TusError(400, "invalid_concat", f"partial upload {part_id} is already used")
+        parts.append(part)
+    return parts
+
+
+def concatenation_reader(
+    platform: Platform,
+    session: Session,
+    project: Project,
+    new: NewUpload,
+    partial_ids: tuple[str, ...],
+) -> FileReader:
+    """Check a final upload's partials and return a reader over their blobs (to hash them
+    before the write transaction)."""
+    _path_from(new.metadata)
+    _content_type(new.metadata)
+    parts = _partials(session, project, new, partial_ids)
+    if sum(p.length for p in parts) > platform.settings.max_file_bytes:
+        raise TusError(413, "file_too_large", "the concatenated file is too large")
+    return FileReader(platform, session, project.pid, [_blob_of(p) for p in parts])
+
+
 def concatenate(
     platform: Platform,
     session: Session,
@@ -558,32 +600,15 @@ def concatenate(
     project: Project,
     new: NewUpload,
     partial_ids: tuple[str, ...],
+    sha256: str,
 ) -> Upload:
-    """Create the final upload of a concatenation: one file made of the partials' blobs."""
+    """Create the final upload of a concatenation: one file made of the partials' blobs
+    (nothing is copied or re-encrypted). ``sha256`` is the hash of their plaintext."""
     path = _path_from(new.metadata)
     content_type = _content_type(new.metadata)
-    parts: list[Upload] = []
-    for pid_ in partial_ids:
-        part = session.get(Upload, pid_)
-        if (
-            part is None
-            or part.project_id != project.pid
-            or part.area != new.area.value
-            or part.creator != new.creator
-        ):
-            raise TusError(400, "invalid_concat", f"no partial upload {pid_} of yours here")
-        if part.concat != "partial":
-            raise TusError(400, "invalid_concat", f"upload {pid_} is not a partial upload")
-        if part.status != "completed":
-            raise TusError(400, "invalid_concat", f"partial upload {pid_} is not finished")
-        if part.file_id is not None or part.id in {p.id for p in parts}:
-            raise TusError(400, "invalid_concat", f"partial upload {pid_} is already used")
-        parts.append(part)
+    parts = _partials(session, project, new, partial_ids)  # again: things may have moved on
     blobs = [_blob_of(p) for p in parts]
     length = sum(p.length for p in parts)
-    if length > platform.settings.max_file_bytes:
-        raise TusError(413, "file_too_large", "the concatenated file is too large")
-    sha = file_sha256(FileReader(platform, session, project.pid, blobs))
     now = now_utc()
     final = Upload(
         id=uuid.uuid4().hex,
@@ -604,7 +629,7 @@ def concatenate(
         creator=new.creator,
         link_id=new.link_id,
         status="completed",
-        sha256=sha,
+        sha256=sha256,
         created_at=now,
         expires_at=now + timedelta(hours=platform.settings.upload_expiry_hours),
     )
@@ -616,7 +641,7 @@ def concatenate(
         area=new.area,
         path=path,
         size=length,
-        sha256=sha,
+        sha256=sha256,
         content_type=content_type,
         uploader=new.creator,
         blobs=blobs,
