@@ -15,6 +15,14 @@ base table with a boolean lookup on the dense key), in one transaction, so a wit
 visible to the next query. When many participants changed (more than ``rebuild_fraction``), the
 copy is rebuilt instead.
 
+Low-cardinality text columns (at most :data:`ENUM_MAX_VALUES` distinct values, e.g. ICD-10 codes,
+test names, sex) are stored as DuckDB ``ENUM`` types whose values are sorted, so comparisons,
+ordering and results are those of the text (DuckDB compares an ENUM with text as text), while
+grouping and joining on them work on small integers. The ENUM is made from the copy's own rows;
+rows with a value it does not know trigger a rebuild. The type's definition can name a value of a
+participant who withdrew since the last rebuild; type introspection (``typeof``, ``enum_range``,
+``duckdb_types``) is therefore not on the SQL allow-list.
+
 Why not filter at query time? Measured on 10 M rows (``bench/datasets.py``): a semi-join with the
 permitted pseudonyms or keys costs a large share of the query, a working copy costs nothing per
 query and a few milliseconds per consent change. The price is memory: one filtered copy per
@@ -30,12 +38,13 @@ import itertools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Final
 
 import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from hvelv.datasets.errors import DatasetNotQueryable
 from hvelv.datasets.ingest import DatasetVersion
@@ -43,7 +52,24 @@ from hvelv.datasets.keys import PK_COLUMN, Permits
 from hvelv.datasets.sql_vet import RESERVED_PREFIX
 from hvelv.datasets.storage import read_table
 
-__all__ = ["BaseCache", "BaseTable", "UseDatabase", "WorkingCopy", "connect_locked"]
+__all__ = [
+    "ENUM_MAX_VALUES",
+    "BaseCache",
+    "BaseTable",
+    "UseDatabase",
+    "WorkingCopy",
+    "connect_locked",
+    "quote",
+]
+
+#: text columns with at most this many distinct values become ENUMs in working copies
+ENUM_MAX_VALUES: Final = 4096
+_SMALL_CHANGE: Final = 2048  # up to this many added participants: take their row ranges
+
+
+def quote(name: str) -> str:
+    """A double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def connect_locked(*, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
@@ -72,15 +98,46 @@ def connect_locked(*, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnect
 
 @dataclass(slots=True)
 class BaseTable:
-    """A decrypted dataset version in memory (never on disk)."""
+    """A decrypted dataset version in memory (never on disk).
+
+    ``order``/``bounds``: row numbers sorted by participant key, and where each key's rows start
+    in that order (``bounds[k]:bounds[k + 1]``), to find one participant's rows at once.
+    """
 
     table: pa.Table
     pk: npt.NDArray[np.int32] | None
     keys: int  # 1 + the highest participant key in the data (0 without participants)
+    enums: tuple[str, ...] = ()
+    order: npt.NDArray[np.int64] | None = field(default=None, repr=False)
+    bounds: npt.NDArray[np.int64] | None = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:
         return int(self.table.nbytes)
+
+    def rows_of(self, added: npt.NDArray[np.int64]) -> pa.Table:
+        """The rows of the participants with keys ``added``."""
+        assert self.pk is not None
+        if len(added) <= _SMALL_CHANGE and self.order is not None and self.bounds is not None:
+            parts = [self.order[self.bounds[k] : self.bounds[k + 1]] for k in added.tolist()]
+            rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+            return self.table.take(pa.array(rows))
+        lookup = np.zeros(self.keys, dtype=np.bool_)
+        lookup[added] = True
+        return self.table.filter(pa.array(lookup[self.pk]))
+
+
+def _enum_columns(table: pa.Table, skip: set[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for f in table.schema:
+        if f.name in skip or not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)):
+            continue
+        column = table.column(f.name)
+        if pc.count_distinct(column.slice(0, 65_536)).as_py() > ENUM_MAX_VALUES:
+            continue
+        if pc.count_distinct(column).as_py() <= ENUM_MAX_VALUES:
+            out.append(f.name)
+    return tuple(out)
 
 
 class BaseCache:
@@ -99,12 +156,16 @@ class BaseCache:
                 self._items.move_to_end(key)
                 return hit
         table = read_table(version.location)
-        pk: npt.NDArray[np.int32] | None = None
-        keys = 0
-        if version.participant_column is not None:
+        skip = {PK_COLUMN}
+        if version.participant_column is None:
+            base = BaseTable(table, None, 0, _enum_columns(table, skip))
+        else:
+            skip.add(version.participant_column)
             pk = table.column(PK_COLUMN).to_numpy().astype(np.int32, copy=False)
             keys = int(pk.max()) + 1 if len(pk) else 0
-        base = BaseTable(table, pk, keys)
+            order = np.argsort(pk, kind="stable")
+            bounds = np.searchsorted(pk[order], np.arange(keys + 1))
+            base = BaseTable(table, pk, keys, _enum_columns(table, skip), order, bounds)
         with self._lock:
             self._items[key] = base
             total = sum(b.nbytes for b in self._items.values())
@@ -120,7 +181,8 @@ class WorkingCopy:
     view: str
     built: bool = False
     mask: npt.NDArray[np.bool_] | None = field(default=None, repr=False)
-    rows: int = 0
+    generation: int = 0
+    enum_values: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     stats: dict[str, int] = field(default_factory=lambda: {"builds": 0, "updates": 0})
 
 
@@ -149,12 +211,6 @@ class UseDatabase:
     def copy_of(self, version: DatasetVersion) -> WorkingCopy:
         return self._copies[version.location.key]
 
-    def drop(self, version: DatasetVersion) -> None:
-        copy = self._copies.pop(version.location.key, None)
-        if copy is not None and copy.built:
-            self.con.execute(f'DROP VIEW IF EXISTS main."{copy.view}"')
-            self.con.execute(f'DROP TABLE IF EXISTS main."{copy.table}"')
-
     def sync(self, version: DatasetVersion, base: BaseTable, permits: Permits) -> WorkingCopy:
         """Bring the working copy of ``version`` in line with ``permits``; return it."""
         self.relation(version)
@@ -166,51 +222,72 @@ class UseDatabase:
                     "holding no personal data"
                 )
             if not copy.built:
-                self._create(copy, base.table, with_key=False)
+                self._build(copy, base, base.table, with_key=False)
             return copy
         assert base.pk is not None
         new = permits.padded(base.keys)
         if not copy.built or copy.mask is None:
-            self._create(copy, base.table.filter(pa.array(new[base.pk])), with_key=True)
+            self._build(copy, base, base.table.filter(pa.array(new[base.pk])), with_key=True)
             copy.mask = new
             return copy
         changed = np.flatnonzero(copy.mask != new)
         if len(changed) == 0:
             return copy
-        if len(changed) > self._rebuild * max(base.keys, 1):
-            self._replace(copy, base.table.filter(pa.array(new[base.pk])))
-        else:
-            self._update(copy, base, changed, new)
+        if len(changed) > self._rebuild * max(base.keys, 1) or not self._update(
+            copy, base, changed, new
+        ):
+            self._build(copy, base, base.table.filter(pa.array(new[base.pk])), with_key=True)
         copy.mask = new
         return copy
 
-    def _register(self, name: str, data: Any) -> str:
-        self.con.register(name, data)
-        return name
-
-    def _create(self, copy: WorkingCopy, data: pa.Table, *, with_key: bool) -> None:
-        src = self._register(f"{RESERVED_PREFIX}_src", data)
+    def _build(self, copy: WorkingCopy, base: BaseTable, data: pa.Table, *, with_key: bool) -> None:
+        """(Re)create the copy's table, its ENUM types and its view from ``data``."""
+        con = self.con
+        src = f"{RESERVED_PREFIX}_src"
+        old_types = [f"{copy.table}_e{copy.generation}_{i}" for i in range(len(copy.enum_values))]
+        copy.generation += 1
+        con.register(src, data)
         try:
-            self.con.execute(f'CREATE TABLE main."{copy.table}" AS SELECT * FROM "{src}"')
-        finally:
-            self.con.unregister(src)
-        exclude = f" EXCLUDE ({PK_COLUMN})" if with_key else ""
-        self.con.execute(
-            f'CREATE VIEW main."{copy.view}" AS SELECT *{exclude} FROM main."{copy.table}"'
-        )
-        copy.built = True
-        copy.rows = data.num_rows
-        copy.stats["builds"] += 1
-
-    def _replace(self, copy: WorkingCopy, data: pa.Table) -> None:
-        src = self._register(f"{RESERVED_PREFIX}_src", data)
-        try:
-            self.con.execute(
-                f'CREATE OR REPLACE TABLE main."{copy.table}" AS SELECT * FROM "{src}"'
+            con.execute("BEGIN TRANSACTION")
+            con.execute(f"DROP VIEW IF EXISTS main.{quote(copy.view)}")
+            con.execute(f"DROP TABLE IF EXISTS main.{quote(copy.table)}")
+            for name in old_types:
+                con.execute(f"DROP TYPE IF EXISTS main.{quote(name)}")
+            select: list[str] = []
+            enum_values: dict[str, frozenset[str]] = {}
+            enums = dict.fromkeys(base.enums)
+            for column in data.column_names:
+                if column not in enums:
+                    select.append(quote(column))
+                    continue
+                values = pc.unique(pc.drop_null(data.column(column))).to_pylist()
+                enum_values[column] = frozenset(values)
+                type_name = f"{copy.table}_e{copy.generation}_{len(enum_values) - 1}"
+                con.execute(
+                    f"CREATE TYPE main.{quote(type_name)} AS ENUM "
+                    f"(SELECT DISTINCT {quote(column)} FROM {quote(src)} "
+                    f"WHERE {quote(column)} IS NOT NULL ORDER BY ALL)"
+                )
+                select.append(
+                    f"CAST({quote(column)} AS main.{quote(type_name)}) AS {quote(column)}"
+                )
+            con.execute(
+                f"CREATE TABLE main.{quote(copy.table)} AS SELECT {', '.join(select)} "
+                f"FROM {quote(src)}"
             )
+            exclude = f" EXCLUDE ({quote(PK_COLUMN)})" if with_key else ""
+            con.execute(
+                f"CREATE VIEW main.{quote(copy.view)} AS SELECT *{exclude} "
+                f"FROM main.{quote(copy.table)}"
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
         finally:
-            self.con.unregister(src)
-        copy.rows = data.num_rows
+            con.unregister(src)
+        copy.enum_values = enum_values
+        copy.built = True
         copy.stats["builds"] += 1
 
     def _update(
@@ -219,30 +296,41 @@ class UseDatabase:
         base: BaseTable,
         changed: npt.NDArray[np.int64],
         new: npt.NDArray[np.bool_],
-    ) -> None:
-        assert base.pk is not None
+    ) -> bool:
+        """Delete and insert the changed participants' rows; False if a rebuild is needed."""
         removed = changed[~new[changed]]
         added = changed[new[changed]]
+        rows = base.rows_of(added) if len(added) else None
+        if rows is not None:
+            for column, known in copy.enum_values.items():
+                values = pc.unique(pc.drop_null(rows.column(column))).to_pylist()
+                if not known.issuperset(values):
+                    return False  # a value the ENUM does not know: rebuild
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
             if len(removed):
-                keys = self._register(
-                    f"{RESERVED_PREFIX}_keys", pa.table({"k": removed.astype(np.int32)})
-                )
-                con.execute(
-                    f'DELETE FROM main."{copy.table}" WHERE {PK_COLUMN} IN (SELECT k FROM "{keys}")'
-                )
-                con.unregister(keys)
-            if len(added):
-                lookup = np.zeros(base.keys, dtype=np.bool_)
-                lookup[added] = True
-                rows = base.table.filter(pa.array(lookup[base.pk]))
-                src = self._register(f"{RESERVED_PREFIX}_src", rows)
-                con.execute(f'INSERT INTO main."{copy.table}" SELECT * FROM "{src}"')
-                con.unregister(src)
+                keys = f"{RESERVED_PREFIX}_keys"
+                con.register(keys, pa.table({"k": removed.astype(np.int32)}))
+                try:
+                    con.execute(
+                        f"DELETE FROM main.{quote(copy.table)} "
+                        f"WHERE {quote(PK_COLUMN)} IN (SELECT k FROM {quote(keys)})"
+                    )
+                finally:
+                    con.unregister(keys)
+            if rows is not None:
+                src = f"{RESERVED_PREFIX}_src"
+                con.register(src, rows)
+                try:
+                    con.execute(
+                        f"INSERT INTO main.{quote(copy.table)} BY NAME SELECT * FROM {quote(src)}"
+                    )
+                finally:
+                    con.unregister(src)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         copy.stats["updates"] += 1
+        return True

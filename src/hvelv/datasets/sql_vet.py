@@ -69,7 +69,7 @@ RegexpExtract Initcap Levenshtein TimestampTrunc DateTrunc Extract Year Month Da
 Week WeekOfYear DayOfWeek DayOfWeekIso DayOfMonth DayOfYear Hour Minute Second DateDiff
 DateAdd DateSub DateFromParts TimeToStr StrToTime StrToDate LastDay CurrentDate Monthname
 Dayname ToDays TimeToUnix Date Array ArrayContains ArraySize Explode Unnest Struct
-StructExtract Typeof GenerateSeries
+StructExtract GenerateSeries
 """.split()  # noqa: SIM905
 
 ALLOWED_FUNCTIONS: Final[frozenset[type[exp.Expression]]] = frozenset(
