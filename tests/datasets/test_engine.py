@@ -88,7 +88,9 @@ class World:
         self.plain = {n: read_table(v.location) for n, v in self.versions.items()}
         self.all = list(self.keys.pseudonyms())
 
-    def reference(self, sql: str, permitted: set[str]) -> list[tuple[object, ...]]:
+    def reference(
+        self, sql: str, permitted: set[str], *, ordered: bool = False
+    ) -> list[tuple[object, ...]]:
         con = duckdb.connect()
         for name, table in self.plain.items():
             if PK_COLUMN in table.column_names:
@@ -96,7 +98,8 @@ class World:
                 table = table.filter(keep).drop_columns([PK_COLUMN])
             con.register(f"t_{name}", table)
             con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "t_{name}"')  # noqa: S608
-        return canonical(con.sql(sql).to_arrow_table())
+        table = con.sql(sql).to_arrow_table()
+        return [tuple(r.values()) for r in table.to_pylist()] if ordered else canonical(table)
 
     def permits(self, permitted: set[str], position: int = 1) -> Permits:
         return Permits.from_pseudonyms(self.keys, permitted, position)
@@ -262,3 +265,57 @@ def test_the_duckdb_database_is_locked_down_even_without_vetting(statement: str)
     assert secret_arrow_table.num_rows == 1
     with pytest.raises(duckdb.Error):
         con.execute(statement)
+
+
+def test_enum_columns_keep_text_semantics(engine: QueryEngine, world: World) -> None:
+    permitted = set(world.all)
+    for sql in [
+        "SELECT count(*) FROM visits WHERE icd10 = 'NOT-A-CODE'",
+        "SELECT count(*) FROM visits WHERE icd10 > 'F' AND icd10 BETWEEN 'A' AND 'K'",
+        "SELECT icd10 || '!', upper(lab_test), length(icd10) FROM visits",
+        "SELECT max(icd10), min(lab_test) FROM visits",
+        "SELECT icd10 FROM visits ORDER BY icd10, lab_test, participant, visit_date, lab_value",
+        "SELECT icd10 FROM visits UNION SELECT 'ZZZ'",
+        "SELECT count(*) FROM visits WHERE icd10 IN ('I10', 'nope') OR lab_test LIKE 'HbA%'",
+    ]:
+        result = query(engine, world, sql, permitted)
+        if "ORDER BY" in sql:  # the order itself must be that of text
+            assert [tuple(r.values()) for r in result.to_pylist()] == world.reference(
+                sql, permitted, ordered=True
+            )
+        assert canonical(result) == world.reference(sql, permitted)
+
+
+def test_a_value_unknown_to_the_enum_rebuilds_the_copy(run_ingest: Ingest, tmp_path: Path) -> None:
+    engine = QueryEngine(EngineSettings(memory_limit="128MB", threads=1, rebuild_fraction=1.0))
+    table = pa.table(
+        {
+            "national_id": ["15108695088", "15108695088", "31129956715"],
+            "icd10": ["I10", "I10", "C50.9"],  # C50.9 only for the second participant
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    keys = ParticipantKeys()
+    report = run_ingest(tmp_path / "t.parquet", "dx", keys=keys, allow_synthetic=False)
+    assert report.version is not None
+    datasets = {"dx": report.version}
+    sql = "SELECT icd10, count(*) AS n FROM dx GROUP BY icd10 ORDER BY icd10"
+    only_first = Permits.from_mask([True, False], 1)
+    both = Permits.from_mask([True, True], 2)
+    first = engine.query(sql, datasets=datasets, use="u", permits=only_first).table
+    assert first.to_pylist() == [{"icd10": "I10", "n": 2}]
+    assert engine.database("u").copy_of(report.version).enum_values == {"icd10": {"I10"}}
+    second = engine.query(sql, datasets=datasets, use="u", permits=both).table
+    assert second.to_pylist() == [{"icd10": "C50.9", "n": 1}, {"icd10": "I10", "n": 2}]
+    assert engine.database("u").copy_of(report.version).stats == {"builds": 2, "updates": 0}
+    third = engine.query(sql, datasets=datasets, use="u", permits=only_first).table
+    assert third.to_pylist() == [{"icd10": "I10", "n": 2}]
+    assert engine.database("u").copy_of(report.version).stats == {"builds": 2, "updates": 1}
+    engine.close()
+
+
+def test_type_introspection_is_refused(engine: QueryEngine, world: World) -> None:
+    for sql in ["SELECT typeof(icd10) FROM visits", "SELECT enum_range(icd10) FROM visits",
+                "SELECT * FROM duckdb_types()"]:  # fmt: skip
+        with pytest.raises(RefusedQuery, match="not allowed"):
+            query(engine, world, sql, set(world.all))

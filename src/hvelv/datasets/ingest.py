@@ -321,8 +321,9 @@ class _Identifiers:
         self._cache[raw] = code
         return code
 
-    def codes(self, column: pa.Array) -> npt.NDArray[np.int64]:
-        """Per row: the dense key (>= 0) or ``-1 - reason index``."""
+    def codes(self, column: pa.Array) -> tuple[npt.NDArray[np.int64], pa.Array]:
+        """Per row: the dense key (>= 0) or ``-1 - reason index``; and the pseudonym per row
+        (an empty string for rejected rows, which are filtered out later)."""
         if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
             if pa.types.is_integer(column.type):
                 column = pc.utf8_lpad(pc.cast(column, pa.string()), 11, "0")
@@ -341,7 +342,14 @@ class _Identifiers:
         out = np.full(len(indices), -1, dtype=np.int64)  # -1 == MISSING
         present = indices >= 0
         out[present] = per_value[indices[present]]
-        return out
+        names = self._keys.names()
+        per_name = pa.array([names[c] if c >= 0 else "" for c in per_value.tolist()], pa.string())
+        pseudonyms = (
+            per_name.take(pa.array(np.where(present, indices, 0)))
+            if len(per_name)
+            else (pa.array([""] * len(indices), pa.string()))
+        )
+        return out, pseudonyms
 
 
 def _plan_columns(schema: pa.Schema, opts: IngestOptions) -> list[str]:
@@ -420,7 +428,7 @@ def ingest(
             valid: npt.NDArray[np.bool_] | None = None
             pk: npt.NDArray[np.int64] | None = None
             if opts.participant_column is not None:
-                codes = ids.codes(batch.column(opts.participant_column))
+                codes, pseudonyms = ids.codes(batch.column(opts.participant_column))
                 valid = codes >= 0
                 bad = np.flatnonzero(~valid)
                 if len(bad):
@@ -435,7 +443,6 @@ def ingest(
                 rule = opts.generalise.get(column)
                 columns.append(array if rule is None else _generalise(array, rule, column))
             if pk is not None and valid is not None:
-                pseudonyms = _pseudonym_array(keys, pk, valid)
                 columns.insert(0, pseudonyms)
                 columns.append(pa.array(np.where(valid, pk, 0).astype(np.int32), pa.int32()))
             out = pa.RecordBatch.from_arrays(columns, schema=out_schema)
@@ -504,15 +511,6 @@ def _output_schema(batch: pa.RecordBatch, kept: list[str], opts: IngestOptions) 
         fields.insert(0, pa.field(opts.participant_output, pa.string(), nullable=False))
         fields.append(pa.field(PK_COLUMN, pa.int32(), nullable=False))
     return pa.schema(fields)
-
-
-def _pseudonym_array(
-    keys: ParticipantKeys, pk: npt.NDArray[np.int64], valid: npt.NDArray[np.bool_]
-) -> pa.Array:
-    """Pseudonym per row (an empty string where the row is rejected and filtered later)."""
-    uniq, inverse = np.unique(np.where(valid, pk, -1), return_inverse=True)
-    names = [keys.pseudonym(int(k)) if k >= 0 else "" for k in uniq.tolist()]
-    return pa.array(names, pa.string()).take(pa.array(inverse.astype(np.int64)))
 
 
 def _record(

@@ -62,6 +62,10 @@ class ParticipantKeys:
     def pseudonym(self, key: int) -> str:
         return self._names[key]
 
+    def names(self) -> Sequence[str]:
+        """The live list of pseudonyms by key (read-only use, no copy)."""
+        return self._names
+
     def pseudonyms(self) -> Sequence[str]:
         """Every registered pseudonym, in key order (what to persist)."""
         return tuple(self._names)
