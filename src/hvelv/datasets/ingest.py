@@ -10,9 +10,11 @@ Per batch:
   number (:func:`hvelv.consent.national_id.parse_national_id`) and replaced by the participant's
   project pseudonym from the injected ``pseudonymise(normalized_national_id) -> str | None``
   (``None``: not enrolled in the project; the consent store provides the keyed HMAC). Each
-  distinct number is validated and pseudonymised once per ingest (a cache), rows are mapped with
-  vectorised dictionary lookups. The pseudonym also gets the participant's dense key
-  (:class:`~hvelv.datasets.keys.ParticipantKeys`) in the internal column ``_hv_pk``;
+  distinct number is validated and pseudonymised once per ingest (a cache; plain 11-digit
+  numbers are validated in bulk by :func:`hvelv.datasets.ids.surely_valid`, which agrees with
+  ``parse_national_id``), rows are mapped with vectorised dictionary lookups. The pseudonym
+  also gets the participant's dense key (:class:`~hvelv.datasets.keys.ParticipantKeys`) in the
+  internal column ``_hv_pk``;
 * rows whose number is missing, invalid (``length``, ``checksum``...) or not enrolled are
   reported by row number (1-based data rows, the header not counted) with a reason code — never
   with the number itself;
@@ -45,6 +47,7 @@ import pyarrow.parquet as pq
 
 from hvelv.consent.national_id import InvalidNationalId, parse_national_id
 from hvelv.datasets.errors import IngestError, IngestRejected
+from hvelv.datasets.ids import surely_valid
 from hvelv.datasets.keys import PK_COLUMN, ParticipantKeys
 from hvelv.datasets.storage import BlobLocation, EncryptedParquetWriter, StoredObject
 
@@ -291,64 +294,91 @@ def _generalise(array: pa.Array, rule: str, column: str) -> pa.Array:
 
 
 class _Identifiers:
-    """Validate, pseudonymise and key each distinct national id once per ingest."""
+    """Validate, pseudonymise and key each distinct national id once per ingest.
+
+    The numbers seen so far are kept as one Arrow array (``_known``) with, aligned to it, the
+    code (dense key, or ``-1 - reason``) and the pseudonym of each. A batch is mapped with
+    Arrow's vectorised hash lookup (``index_in``); only numbers never seen before are handled in
+    Python, the plainly valid ones in bulk (:func:`~hvelv.datasets.ids.surely_valid`).
+    """
 
     def __init__(self, pseudonymise: Pseudonymise, keys: ParticipantKeys, opts: IngestOptions):
         self._pseudonymise = pseudonymise
         self._keys = keys
         self._opts = opts
-        self._cache: dict[str, int] = {}
         self.reasons: list[str] = [MISSING, NOT_ENROLLED]
+        self._known: pa.Array = pa.array([], pa.string())
+        self._codes: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._names: pa.Array = pa.array([], pa.string())
 
     def _reason(self, code: str) -> int:
         if code not in self.reasons:
             self.reasons.append(code)
         return -1 - self.reasons.index(code)
 
-    def _resolve(self, raw: str) -> int:
+    def _resolve(self, raw: str) -> tuple[int, str]:
+        """Code and pseudonym ("" when rejected) of one number, by ``parse_national_id``."""
         if not raw.strip():
-            self._cache[raw] = self._reason(MISSING)
-            return self._cache[raw]
+            return self._reason(MISSING), ""
         try:
             parsed = parse_national_id(
                 raw, allow_synthetic=self._opts.allow_synthetic, today=self._opts.today
             )
         except InvalidNationalId as exc:
-            code = self._reason(exc.reason_code)
-        else:
-            pseudonym = self._pseudonymise(parsed.normalized)
-            code = self._reason(NOT_ENROLLED) if pseudonym is None else self._keys.key(pseudonym)
-        self._cache[raw] = code
-        return code
+            return self._reason(exc.reason_code), ""
+        pseudonym = self._pseudonymise(parsed.normalized)
+        if pseudonym is None:
+            return self._reason(NOT_ENROLLED), ""
+        return self._keys.key(pseudonym), pseudonym
+
+    def _learn(self, fresh: list[str]) -> None:
+        """Resolve numbers seen for the first time and add them to the known ones."""
+        sure = surely_valid(
+            fresh, allow_synthetic=self._opts.allow_synthetic, today=self._opts.today
+        )
+        not_enrolled = self._reason(NOT_ENROLLED)
+        key = self._keys.key
+        pseudonymise = self._pseudonymise
+        codes = np.empty(len(fresh), dtype=np.int64)
+        names: list[str] = []
+        for n, (raw, ok) in enumerate(zip(fresh, sure.tolist(), strict=True)):
+            if ok:
+                pseudonym = pseudonymise(raw)  # raw is the normalized number here
+                if pseudonym is None:
+                    codes[n] = not_enrolled
+                    names.append("")
+                else:
+                    codes[n] = key(pseudonym)
+                    names.append(pseudonym)
+            else:  # the exact reason, or a valid number written with separators
+                codes[n], name = self._resolve(raw)
+                names.append(name)
+        self._known = pa.concat_arrays([self._known, pa.array(fresh, pa.string())])
+        self._codes = np.concatenate([self._codes, codes])
+        self._names = pa.concat_arrays([self._names, pa.array(names, pa.string())])
 
     def codes(self, column: pa.Array) -> tuple[npt.NDArray[np.int64], pa.Array]:
         """Per row: the dense key (>= 0) or ``-1 - reason index``; and the pseudonym per row
         (an empty string for rejected rows, which are filtered out later)."""
-        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        if not pa.types.is_string(column.type):
             if pa.types.is_integer(column.type):
                 column = pc.utf8_lpad(pc.cast(column, pa.string()), 11, "0")
             else:
                 column = pc.cast(column, pa.string())
-        encoded = column.dictionary_encode()
-        values = encoded.dictionary.to_pylist()
-        cache = self._cache
-        resolve = self._resolve
-        per_value = np.fromiter(
-            (cache[v] if v in cache else resolve(v) for v in values),
-            dtype=np.int64,
-            count=len(values),
-        )
-        indices = pc.fill_null(encoded.indices, -1).to_numpy()
-        out = np.full(len(indices), -1, dtype=np.int64)  # -1 == MISSING
-        present = indices >= 0
-        out[present] = per_value[indices[present]]
-        names = self._keys.names()
-        per_name = pa.array([names[c] if c >= 0 else "" for c in per_value.tolist()], pa.string())
-        pseudonyms = (
-            per_name.take(pa.array(np.where(present, indices, 0)))
-            if len(per_name)
-            else (pa.array([""] * len(indices), pa.string()))
-        )
+        position = pc.index_in(column, value_set=self._known)
+        unknown = pc.and_(pc.is_null(position), pc.is_valid(column))
+        if pc.any(unknown).as_py():
+            self._learn(pc.unique(column.filter(unknown)).to_pylist())
+            position = pc.index_in(column, value_set=self._known)
+        index = pc.fill_null(position, -1).to_numpy(zero_copy_only=False)
+        present = index >= 0
+        out = np.full(len(index), -1, dtype=np.int64)  # -1 == MISSING (a null number)
+        out[present] = self._codes[index[present]]
+        if len(self._names) == 0:  # nothing valid seen yet (e.g. only empty numbers)
+            return out, pa.array([""] * len(index), pa.string())
+        pseudonyms = self._names.take(pa.array(np.where(present, index, 0)))
+        if not present.all():
+            pseudonyms = pc.if_else(pa.array(present), pseudonyms, "")
         return out, pseudonyms
 
 

@@ -27,6 +27,7 @@ __all__ = ["PK_COLUMN", "ParticipantKeys", "Permits"]
 
 #: internal column holding the dense participant key (never shown to researchers)
 PK_COLUMN: Final = "_hv_pk"
+_MAX_KEY: Final = int(np.iinfo(np.int32).max)
 
 
 class ParticipantKeys:
@@ -49,7 +50,7 @@ class ParticipantKeys:
         k = self._index.get(pseudonym)
         if k is None:
             k = len(self._names)
-            if k > np.iinfo(np.int32).max:
+            if k > _MAX_KEY:
                 raise OverflowError("too many participants for 32-bit keys")
             self._index[pseudonym] = k
             self._names.append(pseudonym)
