@@ -48,9 +48,8 @@ def visits(cohort: Cohort) -> pa.Table:
 Ingest = Callable[..., IngestReport]
 
 
-@pytest.fixture
-def run_ingest(store: BlobStore) -> Ingest:
-    """ingest() with test defaults; returns the report."""
+def ingester(store: BlobStore) -> Ingest:
+    """ingest() into ``store`` with test defaults; returns the report."""
 
     def run(
         source: Any,
@@ -85,6 +84,11 @@ def run_ingest(store: BlobStore) -> Ingest:
         )
 
     return run
+
+
+@pytest.fixture
+def run_ingest(store: BlobStore) -> Ingest:
+    return ingester(store)
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from hvelv.datasets.ingest import DatasetVersion
 from hvelv.datasets.keys import PK_COLUMN, ParticipantKeys, Permits
 from hvelv.datasets.storage import read_table
 from hvelv.datasets.synthetic import ICD10, Cohort
-from tests.datasets.conftest import Ingest
+from hvelv.storage.local import LocalBlobStore
+from tests.datasets.conftest import Ingest, ingester
 
 QUERIES = [
     "SELECT count(*) FROM visits",
@@ -105,9 +106,11 @@ class World:
         return Permits.from_pseudonyms(self.keys, permitted, position)
 
 
-@pytest.fixture
-def world(run_ingest: Ingest, cohort: Cohort, visits: pa.Table, tmp_path: Path) -> World:
-    return World(run_ingest, cohort, visits, tmp_path)
+@pytest.fixture(scope="module")
+def world(cohort: Cohort, visits: pa.Table, tmp_path_factory: pytest.TempPathFactory) -> World:
+    """Built once per module: versions are immutable and every test has its own engine."""
+    tmp = tmp_path_factory.mktemp("world")
+    return World(ingester(LocalBlobStore(tmp / "blobs")), cohort, visits, tmp)
 
 
 def query(engine: QueryEngine, world: World, sql: str, permitted: set[str], use: str = "u1",
