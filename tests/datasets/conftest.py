@@ -59,6 +59,7 @@ def ingester(store: BlobStore) -> Ingest:
         enrolled: Callable[[str], bool] | None = None,
         version: int = 1,
         target: BlobStore | None = None,
+        progress: Callable[[int], None] | None = None,
         **options: Any,
     ) -> IngestReport:
         options.setdefault("participant_column", "national_id")
@@ -81,6 +82,7 @@ def ingester(store: BlobStore) -> Ingest:
             keys=keys,
             created_by="data-manager-1",
             now=NOW,
+            progress=progress,
         )
 
     return run

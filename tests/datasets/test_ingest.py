@@ -245,3 +245,12 @@ def test_wrong_key_cannot_read(tmp_path: Path, visits: pa.Table, run_ingest: Ing
     loc = report.version.location
     with pytest.raises(ValueError, match="authentication"):
         read_table(BlobLocation(loc.store, loc.key, os.urandom(32)))
+
+
+def test_ingest_streams_in_blocks(tmp_path: Path, visits: pa.Table, run_ingest: Ingest) -> None:
+    src = write(visits, tmp_path / "v.csv", "csv")
+    seen: list[int] = []
+    report = run_ingest(src, keys=ParticipantKeys(), block_bytes=8192, progress=seen.append)
+    assert len(seen) > 5  # many blocks, not one read of the whole file
+    assert seen == sorted(seen)
+    assert seen[-1] == report.rows_read == visits.num_rows
