@@ -117,6 +117,7 @@ def main() -> int:
         store = LocalBlobStore(tmp / "blobs")
         keys = ParticipantKeys()
         t = time.perf_counter()
+        cpu = time.process_time()
         report = ingest(
             source,
             name="visits",
@@ -134,13 +135,14 @@ def main() -> int:
             now=dt.datetime.now(dt.UTC),
         )
         ingest_s = time.perf_counter() - t
+        ingest_cpu = time.process_time() - cpu
         version = report.version
         assert version is not None
         assert report.rows_loaded == rows
         ingest_rate = rows / ingest_s
         print(f"ingest:                    {ingest_s:6.1f} s, {ingest_rate:,.0f} rows/s, "
               f"{len(keys):,} pseudonyms, stored {version.stored.stored_bytes / 1e6:,.0f} MB "
-              "encrypted")  # fmt: skip
+              f"encrypted; {ingest_cpu:.1f} s CPU (all threads)")  # fmt: skip
 
         # -- the raw baseline: DuckDB on the unencrypted Parquet, no consent filter --------------
         plain = read_table(version.location)

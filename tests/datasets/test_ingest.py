@@ -81,7 +81,7 @@ def test_invalid_ids_are_reported_by_row_and_nothing_is_stored(
     src = write(bad, tmp_path / "bad.csv", "csv")
     keys = ParticipantKeys()
     with pytest.raises(IngestRejected) as info:
-        run_ingest(src, keys=keys, block_bytes=4096)  # many small batches
+        run_ingest(src, keys=keys, block_bytes=4096, batch_rows=64)  # many small batches
     report = info.value.report
     assert [(r.row, r.reason) for r in report.rejections] == [
         (5, "checksum"),
@@ -250,7 +250,9 @@ def test_wrong_key_cannot_read(tmp_path: Path, visits: pa.Table, run_ingest: Ing
 def test_ingest_streams_in_blocks(tmp_path: Path, visits: pa.Table, run_ingest: Ingest) -> None:
     src = write(visits, tmp_path / "v.csv", "csv")
     seen: list[int] = []
-    report = run_ingest(src, keys=ParticipantKeys(), block_bytes=8192, progress=seen.append)
+    report = run_ingest(
+        src, keys=ParticipantKeys(), block_bytes=8192, batch_rows=50, progress=seen.append
+    )
     assert len(seen) > 5  # many blocks, not one read of the whole file
     assert seen == sorted(seen)
     assert seen[-1] == report.rows_read == visits.num_rows

@@ -110,6 +110,7 @@ class IngestOptions:
     encoding: str = "utf8"
     column_types: Mapping[str, pa.DataType] = field(default_factory=dict)
     block_bytes: int = 16 << 20
+    batch_rows: int = 1 << 20
     row_group_rows: int = 1 << 20
     max_reported: int = 1000
 
@@ -253,11 +254,25 @@ def _batches(source: Source, fmt: Format, opts: IngestOptions) -> Iterator[pa.Re
             yield from reader
         else:
             parquet = pq.ParquetFile(src)
-            yield from parquet.iter_batches(batch_size=128 << 10)
+            yield from parquet.iter_batches(batch_size=opts.batch_rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
         raise IngestError(
             f"cannot read the {fmt} source: {str(exc).splitlines()[0][:300]}"
         ) from None
+
+
+def _rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Join small blocks into batches of about ``rows`` rows (fewer per-batch lookups)."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            pending, count = [], 0
+    if pending and count:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
 
 # -- transforming ----------------------------------------------------------------------------------
@@ -367,10 +382,14 @@ class _Identifiers:
                 column = pc.cast(column, pa.string())
         position = pc.index_in(column, value_set=self._known)
         unknown = pc.and_(pc.is_null(position), pc.is_valid(column))
+        index = np.array(pc.fill_null(position, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
         if pc.any(unknown).as_py():
-            self._learn(pc.unique(column.filter(unknown)).to_pylist())
-            position = pc.index_in(column, value_set=self._known)
-        index = pc.fill_null(position, -1).to_numpy(zero_copy_only=False)
+            fresh = pc.unique(column.filter(unknown))
+            offset = len(self._known)
+            self._learn(fresh.to_pylist())
+            rows = np.flatnonzero(unknown.to_numpy(zero_copy_only=False))
+            found = pc.index_in(column.take(pa.array(rows)), value_set=fresh).to_numpy()
+            index[rows] = offset + found
         present = index >= 0
         out = np.full(len(index), -1, dtype=np.int64)  # -1 == MISSING (a null number)
         out[present] = self._codes[index[present]]
@@ -446,7 +465,7 @@ def ingest(
     writer: EncryptedParquetWriter | None = None
     out_schema: pa.Schema | None = None
     kept: list[str] = []
-    batches = _batches(source, fmt, opts)
+    batches = _rebatch(_batches(source, fmt, opts), opts.batch_rows)
     try:
         for batch in batches:
             if out_schema is None:
