@@ -65,6 +65,7 @@ __all__ = [
 #: text columns with at most this many distinct values become ENUMs in working copies
 ENUM_MAX_VALUES: Final = 4096
 _SMALL_CHANGE: Final = 2048  # up to this many added participants: take their row ranges
+_SELECTED: Final = f"{RESERVED_PREFIX}_selected"
 
 
 def quote(name: str) -> str:
@@ -101,7 +102,8 @@ class BaseTable:
     """A decrypted dataset version in memory (never on disk).
 
     ``order``/``bounds``: row numbers sorted by participant key, and where each key's rows start
-    in that order (``bounds[k]:bounds[k + 1]``), to find one participant's rows at once.
+    in that order (``bounds[k]:bounds[k + 1]``), to find one participant's rows at once; made
+    on the first incremental insert.
     """
 
     table: pa.Table
@@ -118,7 +120,10 @@ class BaseTable:
     def rows_of(self, added: npt.NDArray[np.int64]) -> pa.Table:
         """The rows of the participants with keys ``added``."""
         assert self.pk is not None
-        if len(added) <= _SMALL_CHANGE and self.order is not None and self.bounds is not None:
+        if len(added) <= _SMALL_CHANGE:
+            if self.order is None or self.bounds is None:  # built on first need, then kept
+                self.order = np.argsort(self.pk, kind="stable")
+                self.bounds = np.searchsorted(self.pk[self.order], np.arange(self.keys + 1))
             parts = [self.order[self.bounds[k] : self.bounds[k + 1]] for k in added.tolist()]
             rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
             return self.table.take(pa.array(rows))
@@ -163,9 +168,7 @@ class BaseCache:
             skip.add(version.participant_column)
             pk = table.column(PK_COLUMN).to_numpy().astype(np.int32, copy=False)
             keys = int(pk.max()) + 1 if len(pk) else 0
-            order = np.argsort(pk, kind="stable")
-            bounds = np.searchsorted(pk[order], np.arange(keys + 1))
-            base = BaseTable(table, pk, keys, _enum_columns(table, skip), order, bounds)
+            base = BaseTable(table, pk, keys, _enum_columns(table, skip))
         with self._lock:
             self._items[key] = base
             total = sum(b.nbytes for b in self._items.values())
@@ -222,12 +225,12 @@ class UseDatabase:
                     "holding no personal data"
                 )
             if not copy.built:
-                self._build(copy, base, base.table, with_key=False)
+                self._build(copy, base, None)
             return copy
         assert base.pk is not None
         new = permits.padded(base.keys)
         if not copy.built or copy.mask is None:
-            self._build(copy, base, base.table.filter(pa.array(new[base.pk])), with_key=True)
+            self._build(copy, base, new[base.pk])
             copy.mask = new
             return copy
         changed = np.flatnonzero(copy.mask != new)
@@ -236,14 +239,26 @@ class UseDatabase:
         if len(changed) > self._rebuild * max(base.keys, 1) or not self._update(
             copy, base, changed, new
         ):
-            self._build(copy, base, base.table.filter(pa.array(new[base.pk])), with_key=True)
+            self._build(copy, base, new[base.pk])
         copy.mask = new
         return copy
 
-    def _build(self, copy: WorkingCopy, base: BaseTable, data: pa.Table, *, with_key: bool) -> None:
-        """(Re)create the copy's table, its ENUM types and its view from ``data``."""
+    def _build(
+        self, copy: WorkingCopy, base: BaseTable, selection: npt.NDArray[np.bool_] | None
+    ) -> None:
+        """(Re)create the copy's table, its ENUM types and its view from the rows of ``base``
+        where ``selection`` is true (all rows for a dataset without participants).
+
+        DuckDB does the filtering (multi-threaded) from the registered Arrow table with the
+        selection as an extra column, which is faster than filtering in Arrow first.
+        """
         con = self.con
         src = f"{RESERVED_PREFIX}_src"
+        data = base.table
+        where = "TRUE"
+        if selection is not None:
+            data = data.append_column(_SELECTED, pa.array(selection))
+            where = quote(_SELECTED)
         old_types = [f"{copy.table}_e{copy.generation}_{i}" for i in range(len(copy.enum_values))]
         copy.generation += 1
         con.register(src, data)
@@ -256,26 +271,25 @@ class UseDatabase:
             select: list[str] = []
             enum_values: dict[str, frozenset[str]] = {}
             enums = dict.fromkeys(base.enums)
-            for column in data.column_names:
+            for column in base.table.column_names:
                 if column not in enums:
                     select.append(quote(column))
                     continue
-                values = pc.unique(pc.drop_null(data.column(column))).to_pylist()
-                enum_values[column] = frozenset(values)
-                type_name = f"{copy.table}_e{copy.generation}_{len(enum_values) - 1}"
+                type_name = f"{copy.table}_e{copy.generation}_{len(enum_values)}"
+                typ = f"main.{quote(type_name)}"
                 con.execute(
-                    f"CREATE TYPE main.{quote(type_name)} AS ENUM "
-                    f"(SELECT DISTINCT {quote(column)} FROM {quote(src)} "
-                    f"WHERE {quote(column)} IS NOT NULL ORDER BY ALL)"
+                    f"CREATE TYPE {typ} AS ENUM (SELECT DISTINCT {quote(column)} "
+                    f"FROM {quote(src)} WHERE {where} AND {quote(column)} IS NOT NULL "
+                    "ORDER BY ALL)"
                 )
-                select.append(
-                    f"CAST({quote(column)} AS main.{quote(type_name)}) AS {quote(column)}"
-                )
+                rows = con.execute(f"SELECT unnest(enum_range(NULL::{typ}))").fetchall()
+                enum_values[column] = frozenset(str(r[0]) for r in rows)
+                select.append(f"CAST({quote(column)} AS {typ}) AS {quote(column)}")
             con.execute(
                 f"CREATE TABLE main.{quote(copy.table)} AS SELECT {', '.join(select)} "
-                f"FROM {quote(src)}"
+                f"FROM {quote(src)} WHERE {where}"
             )
-            exclude = f" EXCLUDE ({quote(PK_COLUMN)})" if with_key else ""
+            exclude = f" EXCLUDE ({quote(PK_COLUMN)})" if selection is not None else ""
             con.execute(
                 f"CREATE VIEW main.{quote(copy.view)} AS SELECT *{exclude} "
                 f"FROM main.{quote(copy.table)}"
