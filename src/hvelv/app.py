@@ -9,6 +9,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from hvelv import __version__
 from hvelv.audit import api as audit_api
+from hvelv.consent import api as consent_api
+from hvelv.consent import participant_api
 from hvelv.health import router as health_router
 from hvelv.http import errors
 from hvelv.http.context import ACTION_KEY
@@ -40,7 +42,14 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for router in (health_router, identity_api.router, projects_api.router, audit_api.router):
+    for router in (
+        health_router,
+        identity_api.router,
+        projects_api.router,
+        audit_api.router,
+        consent_api.router,
+        participant_api.router,
+    ):
         app.include_router(router)
     settings = platform.settings
     if settings.cors_origins:

@@ -6,12 +6,13 @@ Built once per process (``Platform.open``) and passed explicitly; nothing global
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hvelv.audit.ledger import AuditRecord, Ledger
 from hvelv.audit.trail import AuditTrail
 from hvelv.config import Settings
+from hvelv.consent.decisions import ConsentCache
 from hvelv.crypto.keyring import Keyring, load_keyring
 from hvelv.db import migrate
 from hvelv.db.engine import Database
@@ -29,6 +30,8 @@ class Platform:
     keyring: Keyring
     ledger: Ledger
     signer: TokenSigner
+    # per-process accelerator for consent decisions, rebuilt from the database (stateless)
+    consent_cache: ConsentCache = field(default_factory=ConsentCache)
 
     @classmethod
     def open(cls, settings: Settings, *, check_schema: bool = True) -> Platform:
