@@ -152,3 +152,11 @@ def test_d_numbers_and_bad_csv_headers(consent: Consent) -> None:
         headers=consent.dm,
     )
     assert ragged.json()["error"]["code"] == "invalid_csv"
+
+
+def test_unreadable_csv_is_a_clear_422(consent: Consent) -> None:
+    for text in ('"national_id\n', 'national_id\n"151086\r95088', "national_id\n\x00"):
+        response = consent.client.post(
+            f"{consent.base}/participants/import", json={"csv": text}, headers=consent.dm
+        )
+        assert response.status_code == 422, (text, response.text)

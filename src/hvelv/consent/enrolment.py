@@ -51,8 +51,13 @@ class EnrolRow:
 
 def parse_csv(text: str) -> list[EnrolRow]:
     """CSV with a header naming ``national_id`` and any of ``email, phone, language``."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = [h.strip() for h in reader.fieldnames or []]
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    try:
+        header = [h.strip() for h in reader.fieldnames or []]
+    except csv.Error as exc:
+        raise InvalidInput(
+            f"the CSV header cannot be read: {exc}", code="invalid_csv", details={"line": 1}
+        ) from None
     if "national_id" not in header or set(header) - set(CSV_COLUMNS):
         raise InvalidInput(
             "the CSV header must name national_id and only these columns: "

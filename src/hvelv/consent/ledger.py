@@ -123,30 +123,36 @@ def verify(session: Session, pid: str) -> int:
     """
     prev = GENESIS
     expected = 1
-    for row in session.execute(
+    result = session.execute(
         select(ConsentEventRow)
         .where(ConsentEventRow.project_id == pid)
         .order_by(ConsentEventRow.seq)
         .execution_options(yield_per=1000)
-    ).scalars():
-        if row.seq != expected or bytes(row.prev_hash) != prev:
-            raise ChainBroken(f"consent event {row.seq}: broken link")
-        if chain_hash(prev, bytes(row.body)) != bytes(row.hash):
-            raise ChainBroken(f"consent event {row.seq}: hash does not match its body")
-        body = json.loads(row.body)
-        columns = {
-            "kind": row.kind,
-            "at": format_ts(row.at),
-            "scope": row.scope,
-            "template_version": row.template_version_id,
-            "text_hash": row.text_hash,
-            "choices": row.choices,
-        }
-        if any(body[key] != value for key, value in columns.items()) or body["actor"] != {
-            "kind": row.actor_kind,
-            "id": row.actor_id,
-        }:
-            raise ChainBroken(f"consent event {row.seq}: columns disagree with the body")
-        prev = bytes(row.hash)
-        expected += 1
+    )
+    try:
+        for row in result.scalars():
+            _check_row(row, prev, expected)
+            prev = bytes(row.hash)
+            expected += 1
+    finally:
+        result.close()  # a server-side cursor on PostgreSQL, also when a row fails
     return expected - 1
+
+
+def _check_row(row: ConsentEventRow, prev: bytes, expected: int) -> None:
+    if row.seq != expected or bytes(row.prev_hash) != prev:
+        raise ChainBroken(f"consent event {row.seq}: broken link")
+    if chain_hash(prev, bytes(row.body)) != bytes(row.hash):
+        raise ChainBroken(f"consent event {row.seq}: hash does not match its body")
+    body = json.loads(row.body)
+    columns = {
+        "kind": row.kind,
+        "at": format_ts(row.at),
+        "scope": row.scope,
+        "template_version": row.template_version_id,
+        "text_hash": row.text_hash,
+        "choices": row.choices,
+        "actor": {"kind": row.actor_kind, "id": row.actor_id},
+    }
+    if any(body[key] != value for key, value in columns.items()):
+        raise ChainBroken(f"consent event {row.seq}: columns disagree with the body")

@@ -38,8 +38,9 @@ class Participant(Base):
 
     __tablename__ = "consent_participants"
     __table_args__ = (
-        UniqueConstraint("project_id", "lookup_hash"),
-        UniqueConstraint("project_id", "pseudonym"),
+        # column order names them (uq_<table>_<first column>): lookup_hash, pseudonym
+        UniqueConstraint("lookup_hash", "project_id"),
+        UniqueConstraint("pseudonym", "project_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

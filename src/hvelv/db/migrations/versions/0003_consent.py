@@ -1,8 +1,9 @@
-"""consent
+"""consent: participants, proxies, studies, template versions, the consent ledger, deletion
+tasks, re-consent requests, the decision log, participant invitations and sessions, and the
+notification outbox.
 
 Revision ID: 0003_consent
-Revises: 0001
-Create Date: 2026-12-04 21:38:13.498375
+Revises: 0001 (re-point to the files migration 0002 when merging)
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_consent_participants")),
         sa.UniqueConstraint(
-            "project_id", "lookup_hash", name=op.f("uq_consent_participants_project_id")
+            "lookup_hash", "project_id", name=op.f("uq_consent_participants_lookup_hash")
         ),
         sa.UniqueConstraint(
-            "project_id", "pseudonym", name=op.f("uq_consent_participants_project_id")
+            "pseudonym", "project_id", name=op.f("uq_consent_participants_pseudonym")
         ),
     )
     with op.batch_alter_table("consent_participants", schema=None) as batch_op:
