@@ -11,7 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from hvelv.audit.models import AuditEvent
-from hvelv.consent import ledger
+from hvelv.audit.trail import AuditTrail
+from hvelv.consent import ledger, service
+from hvelv.consent.model import ActorKind, EventKind
 from hvelv.consent.models import ConsentEventRow
 from tests.consent.conftest import CHILD_BIRTH, HMB_USE, ITEMS, TEXTS, Consent
 from tests.support.people import Person
@@ -347,3 +349,62 @@ def test_changes_are_audited_without_national_ids(
     # the audit ledger never holds an 11-digit national id
     leaked = re.search(rb"(?<![0-9a-f])\d{11}(?![0-9a-f])", bodies)
     assert leaked is None, bodies[max(0, leaked.start() - 120) : leaked.end() + 20]
+
+
+def test_coming_of_age_ends_representation_and_asks_for_own_consent(consent: Consent) -> None:
+    today = dt.date.today()
+    sixteen = today.replace(year=today.year - 16) if (today.month, today.day) != (2, 29) else None
+    birth = sixteen or dt.date(today.year - 16, 2, 28)
+    teen = consent.enrol(birth)
+    younger = consent.enrol(CHILD_BIRTH)
+    for who in (teen, younger):
+        consent.client.post(
+            f"{consent.base}/participants/{who}/proxies",
+            json={"relation": "parent", "name": "Far"},
+            headers=consent.dm,
+        )
+    # the guardian consented a month ago, while the teenager was 15
+    with consent.platform.db.write() as session:
+        trail = AuditTrail(session, consent.platform.ledger, "local:test")
+        for who in (teen, younger):
+            participant = service.get_participant(session, consent.pid, who)
+            (proxy,) = service.list_proxies(session, participant)
+            service.record_event(
+                session,
+                trail,
+                participant,
+                kind=EventKind.PROXY_GIVEN,
+                acting=service.Acting(ActorKind.PROXY, proxy),
+                channel="paper",
+                assurance="substantial",
+                template=service.get_version_by_id(session, consent.pid, consent.version_id),
+                choices={"hmb": True},
+                at=dt.datetime.now(dt.UTC) - dt.timedelta(days=30),
+            )
+    assert "consent.proxy_of_age" in consent.decide(teen)["reasons"]
+    assert consent.decide(younger)["permit"] is True
+    reviewed = consent.client.post(f"{consent.base}/proxies/review", headers=consent.dm)
+    assert reviewed.status_code == 200, reviewed.text
+    assert reviewed.json() == {"ended": [teen], "requests": 1}
+    assert consent.client.post(f"{consent.base}/proxies/review", headers=consent.dm).json() == {
+        "ended": [],
+        "requests": 0,
+    }
+    kinds = [
+        e["kind"]
+        for e in consent.client.get(
+            f"{consent.base}/participants/{teen}/events", headers=consent.dm
+        ).json()
+    ]
+    assert kinds == ["proxy_given", "proxy_ended"]
+    me = consent.participant(teen)
+    (request,) = consent.client.get("/v1/participant/requests", headers=me).json()
+    assert request["reason"] == "coming_of_age"
+    answered = consent.client.post(
+        f"/v1/participant/requests/{request['id']}",
+        json={"answer": "given", "choices": {"hmb": True}},
+        headers=me,
+    )
+    assert answered.json()["answer"] == "given"
+    assert consent.decide(teen)["permit"] is True
+    assert consent.decide(younger)["permit"] is True

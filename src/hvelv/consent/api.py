@@ -53,6 +53,7 @@ from hvelv.consent.schemas import (
     ProxyOut,
     ReconsentCreate,
     ReconsentOut,
+    ReviewOut,
     SnapshotIn,
     SnapshotOut,
     StudyCreate,
@@ -559,6 +560,30 @@ def notify_reconsent(
                 to=email,
                 params={"project": ctx.project.name, "title": template.title},
             )
+
+
+@endpoint(router, "POST", "/proxies/review", Action.CONSENT_PARTICIPANT_MANAGE)
+def review_proxies(pid: Pid, ctx: Ctx) -> ReviewOut:
+    """End the representations of participants who have come of age, and ask each of them to
+    consent themselves (re-consent requests, e-mailed when possible). Run it daily."""
+    assert ctx.project is not None
+    reviewed = service.review_representations(
+        ctx.session,
+        ctx.trail(),
+        ctx.pid,
+        today=dt.datetime.now(dt.UTC).date(),
+        age_of_majority=_age(ctx),
+    )
+    for item in reviewed:
+        for request in item.requests:
+            template = ctx.session.get(TemplateVersion, request.template_id)
+            assert template is not None
+            notify_reconsent(ctx, template, [request], [item.participant])
+    ctx.commit()
+    return ReviewOut(
+        ended=[item.participant.pseudonym for item in reviewed],
+        requests=sum(len(item.requests) for item in reviewed),
+    )
 
 
 # -- decisions ------------------------------------------------------------------------------

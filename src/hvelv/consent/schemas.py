@@ -239,6 +239,11 @@ class ReconsentOut(BaseModel):
     requests: int
 
 
+class ReviewOut(BaseModel):
+    ended: list[str] = Field(description="Pseudonyms whose representation ended (came of age)")
+    requests: int
+
+
 # -- decisions ------------------------------------------------------------------------------
 
 

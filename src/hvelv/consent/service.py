@@ -723,3 +723,64 @@ def count_participants(session: Session, pid: str) -> int:
             select(func.count()).select_from(Participant).where(Participant.project_id == pid)
         ).scalar_one()
     )
+
+
+# -- coming of age --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComingOfAge:
+    participant: Participant
+    requests: list[ReconsentRequest]
+
+
+def _of_age_cutoff(today: dt.date, age_of_majority: int) -> dt.date:
+    """Whoever was born on or before this date is of age on ``today``."""
+    year = today.year - age_of_majority
+    try:
+        return today.replace(year=year)
+    except ValueError:  # 29 February in a common year
+        return dt.date(year, 2, 28)
+
+
+def review_representations(
+    session: Session,
+    trail: AuditTrail,
+    pid: str,
+    *,
+    today: dt.date,
+    age_of_majority: int = DEFAULT_AGE_OF_MAJORITY,
+) -> list[ComingOfAge]:
+    """End the representation of every participant who has reached the age of majority and ask
+    them to consent themselves to each template a proxy consented to (no answer is no; the
+    engine already stops counting the proxy's consent on their birthday)."""
+    cutoff = _of_age_cutoff(today, age_of_majority)
+    rows = session.execute(
+        select(Participant)
+        .where(
+            Participant.project_id == pid,
+            Participant.birth_date <= cutoff,
+            Participant.id.in_(select(Proxy.participant_id).where(Proxy.ended_at.is_(None))),
+        )
+        .order_by(Participant.id)
+    ).scalars()
+    done: list[ComingOfAge] = []
+    for participant in list(rows):
+        proxied = [
+            c["version_id"]
+            for c in current_state(session, participant, age_of_majority=age_of_majority).consents
+            if c["by_proxy"]
+        ]
+        for proxy in list_proxies(session, participant):
+            if proxy.ended_at is None:
+                end_proxy(session, trail, participant, proxy, reason="coming_of_age")
+        made: list[ReconsentRequest] = []
+        for version_id in proxied:
+            template = get_version_by_id(session, pid, version_id)
+            made.extend(
+                request_reconsent(
+                    session, trail, pid, template, [participant], reason="coming_of_age"
+                )
+            )
+        done.append(ComingOfAge(participant, made))
+    return done
