@@ -4,6 +4,7 @@ local SMTP server (aiosmtpd), and the participant principal's boundaries."""
 from __future__ import annotations
 
 import email
+import json
 import re
 import socket
 from collections.abc import Iterator
@@ -14,7 +15,9 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from hvelv.cli.main import app
 from hvelv.config import Settings
 from hvelv.consent import outbox
 from hvelv.consent.models import OutboxMessage
@@ -95,6 +98,10 @@ def test_invitation_code_and_session_through_a_real_smtp_server(
     started = consent.client.post("/v1/participant/login", json={"invitation": token})
     assert started.status_code == 202, started.text
     assert started.json()["sent_to"] == "k***@example.org"
+    again = consent.client.post("/v1/participant/login", json={"invitation": token})
+    assert again.status_code == 429
+    assert again.json()["error"]["code"] == "code_recently_sent"
+    assert int(again.headers["retry-after"]) <= 30
     # the code waits sealed in the outbox until the sender runs
     with consent.platform.db.read() as session:
         pending = session.execute(
@@ -228,3 +235,32 @@ def test_participants_and_users_stay_on_their_own_routes(consent: Consent) -> No
         headers=consent.people["owner"].headers,
     ).json()["items"]
     assert any(e["actor"] == f"participant:{pseudonym}" for e in events)
+
+
+def test_the_cli_sends_the_outbox(
+    consent: Consent, smtp: tuple[Mailbox, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox, port = smtp
+    pseudonym = consent.enrol(language="en")
+    consent.client.post(
+        f"{consent.base}/participants/{pseudonym}/invitations", json={}, headers=consent.dm
+    )
+    settings = consent.platform.settings
+    monkeypatch.setenv("HVELV_DATABASE_URL", settings.resolved_database_url)
+    runner = CliRunner()
+    missing = runner.invoke(app, ["outbox", "send", "--home", str(settings.home)])
+    assert missing.exit_code == 2
+    assert "HVELV_SMTP_HOST" in missing.output
+    monkeypatch.setenv("HVELV_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("HVELV_SMTP_PORT", str(port))
+    result = runner.invoke(app, ["outbox", "send", "--home", str(settings.home), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"sent": 1}
+    assert mailbox.messages[-1]["Subject"].startswith("Invitation")
+    consent.client.post(
+        f"{consent.base}/participants/{pseudonym}/invitations", json={}, headers=consent.dm
+    )
+    monkeypatch.setenv("HVELV_SMTP_PORT", str(_free_port()))  # nobody listens there
+    down = runner.invoke(app, ["outbox", "send", "--home", str(settings.home)])
+    assert down.exit_code == 1
+    assert "unreachable" in down.output

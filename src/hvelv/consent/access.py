@@ -27,7 +27,7 @@ from hvelv.consent.enrolment import contact_of, proxy_contact
 from hvelv.consent.models import Invitation, Participant, ParticipantSession, Proxy
 from hvelv.consent.pseudonyms import ProjectSecrets, mask_email
 from hvelv.crypto.keyring import Keyring
-from hvelv.errors import Conflict, HvelvError, InvalidInput, Unauthenticated
+from hvelv.errors import Conflict, HvelvError, InvalidInput, TooManyRequests, Unauthenticated
 from hvelv.projects.models import Project
 from hvelv.security.authorize import Principal, PrincipalKind
 from hvelv.security.tokens import digest
@@ -35,6 +35,7 @@ from hvelv.security.tokens import digest
 INVITATION_PREFIX = "hvi_"
 SESSION_PREFIX = "hvp_"
 MAX_CODE_ATTEMPTS = 5
+RESEND_SECONDS = 30  # at most one code per invitation in this many seconds
 ASSURANCE = "low"
 
 
@@ -142,11 +143,18 @@ def send_code(
             "no e-mail address is known for this invitation; ask the project",
             code="no_contact_channel",
         )
+    ttl = dt.timedelta(seconds=settings.participant_code_ttl_seconds)
+    if invitation.code_expires_at is not None:
+        wait = invitation.code_expires_at - ttl + dt.timedelta(seconds=RESEND_SECONDS) - _now()
+        if wait > dt.timedelta(0):
+            raise TooManyRequests(
+                "a code was sent a moment ago; wait before asking for another",
+                code="code_recently_sent",
+                headers={"Retry-After": str(int(wait.total_seconds()) + 1)},
+            )
     code = f"{secrets.randbelow(1_000_000):06d}"
     invitation.code_digest = _code_digest(invitation, code)
-    invitation.code_expires_at = _now() + dt.timedelta(
-        seconds=settings.participant_code_ttl_seconds
-    )
+    invitation.code_expires_at = _now() + ttl
     outbox.enqueue(
         session,
         keyring,
