@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from hvelv.cli.main import app
 from hvelv.config import Settings
-from hvelv.consent import outbox
-from hvelv.consent.models import OutboxMessage
+from hvelv.notify import outbox
+from hvelv.notify.models import OutboxMessage
 from tests.consent.conftest import Consent
 
 

@@ -10,7 +10,7 @@ import typer
 
 from hvelv.cli.local import HomeOption, JsonOption, open_platform, settings_for
 from hvelv.cli.output import console, fail, print_json
-from hvelv.consent import outbox
+from hvelv.notify import outbox
 
 
 def outbox_send(

@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session
 
 from hvelv.audit.trail import AuditTrail
 from hvelv.config import Settings
-from hvelv.consent import outbox
 from hvelv.consent.enrolment import contact_of, proxy_contact
 from hvelv.consent.models import Invitation, Participant, ParticipantSession, Proxy
 from hvelv.consent.pseudonyms import ProjectSecrets, mask_email
 from hvelv.crypto.keyring import Keyring
 from hvelv.errors import Conflict, HvelvError, InvalidInput, TooManyRequests, Unauthenticated
+from hvelv.notify import outbox
 from hvelv.projects.models import Project
 from hvelv.security.authorize import Principal, PrincipalKind
 from hvelv.security.tokens import digest

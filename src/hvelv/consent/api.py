@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
-from hvelv.consent import access, decisions, enrolment, ledger, outbox, service
+from hvelv.consent import access, decisions, enrolment, ledger, service
 from hvelv.consent.mapping import purpose_from_dict, use_from_dict
 from hvelv.consent.model import ActorKind, EventKind, Use, WithdrawalScope
 from hvelv.consent.models import (
@@ -68,6 +68,7 @@ from hvelv.consent.schemas import (
 from hvelv.errors import Conflict, InvalidInput, NotFound
 from hvelv.http.context import Ctx, RequestContext
 from hvelv.http.routing import endpoint
+from hvelv.notify import outbox
 from hvelv.security.actions import Action
 
 router = APIRouter(prefix="/v1/projects/{pid}/consent", tags=["consent"])

@@ -41,7 +41,7 @@ from hvelv.consent.service import events_of, published_templates
 from hvelv.consent.snapshot import ConsentIndex, Snapshot
 from hvelv.projects.models import Project
 
-__all__ = ["ConsentCache", "LoggedUse", "decide_one", "relied_on", "snapshot"]
+__all__ = ["ConsentCache", "decide_one", "decision_log", "relied_on", "snapshot"]
 
 
 @dataclass
@@ -223,12 +223,6 @@ def snapshot(
         extra={"permitted": len(result.pseudonyms)},
     )
     return result, entry
-
-
-@dataclass(frozen=True)
-class LoggedUse:
-    entry: DecisionLogEntry
-    relied: bool
 
 
 def relied_on(

@@ -22,10 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hvelv.config import Settings
-from hvelv.consent.models import OutboxMessage
 from hvelv.crypto.envelope import open_sealed, seal
 from hvelv.crypto.keyring import Keyring
 from hvelv.db.engine import Database
+from hvelv.notify.models import OutboxMessage
 
 __all__ = ["MESSAGES", "enqueue", "read", "render", "send_pending"]
 
