@@ -214,6 +214,7 @@ def _record(
     language: str | None = None,
     choices: dict[str, bool] | None = None,
     scope: WithdrawalScope | None = None,
+    loaded: service.Loaded | None = None,
 ) -> EventOut:
     acting = _acting(ctx, participant)
     if kind is EventKind.GIVEN and acting.proxy is not None:
@@ -231,6 +232,7 @@ def _record(
         choices=choices,
         scope=scope,
         age_of_majority=_age(ctx),
+        loaded=loaded,
     )
     ctx.commit()
     return event_out(row)
@@ -263,7 +265,8 @@ def give(body: GiveIn, ctx: Ctx) -> EventOut:
 def choose_item(template_id: TemplateKey, item_id: ItemKey, body: ItemChoice, ctx: Ctx) -> EventOut:
     """Grant (``true``) or withdraw (``false``) one item: the same single step either way."""
     participant = _me(ctx)
-    view = service.current_state(ctx.session, participant, age_of_majority=_age(ctx))
+    loaded = service.load(ctx.session, participant)
+    view = service.current_state(ctx.session, participant, age_of_majority=_age(ctx), loaded=loaded)
     current = next((c for c in view.consents if c["template_id"] == template_id), None)
     if current is None:
         raise Conflict(
@@ -276,6 +279,7 @@ def choose_item(template_id: TemplateKey, item_id: ItemKey, body: ItemChoice, ct
         EventKind.CHANGED,
         template=template,
         choices={item_id: body.granted},
+        loaded=loaded,
     )
 
 

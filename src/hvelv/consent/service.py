@@ -334,6 +334,20 @@ def event_rows_of(session: Session, participant: Participant) -> list[ConsentEve
 
 
 @dataclass(frozen=True)
+class Loaded:
+    """A participant's ledger and the project's published templates, read once per request."""
+
+    templates: dict[str, Template]
+    history: list[ConsentEvent]
+
+
+def load(session: Session, participant: Participant) -> Loaded:
+    return Loaded(
+        published_templates(session, participant.project_id), events_of(session, participant)
+    )
+
+
+@dataclass(frozen=True)
 class ConsentView:
     """A participant's current state, from the engine's fold."""
 
@@ -349,12 +363,19 @@ def current_state(
     at: dt.datetime | None = None,
     age_of_majority: int = DEFAULT_AGE_OF_MAJORITY,
     templates: dict[str, Template] | None = None,
+    loaded: Loaded | None = None,
 ) -> ConsentView:
-    lookup = (
-        templates if templates is not None else published_templates(session, participant.project_id)
-    )
+    if loaded is not None:
+        lookup, history = loaded.templates, loaded.history
+    else:
+        lookup = (
+            templates
+            if templates is not None
+            else published_templates(session, participant.project_id)
+        )
+        history = events_of(session, participant)
     ctx = FoldContext(lookup.get, participant.birth_date, age_of_majority)
-    folded = fold(events_of(session, participant), at, ctx)
+    folded = fold(history, at, ctx)
     consents = [
         {
             "template_id": c.template_id,
@@ -413,6 +434,7 @@ def record_event(
     scope: WithdrawalScope | None = None,
     at: dt.datetime | None = None,
     age_of_majority: int = DEFAULT_AGE_OF_MAJORITY,
+    loaded: Loaded | None = None,
 ) -> ConsentEventRow:
     """Check the event against the participant's current state with the engine, then append it.
 
@@ -445,8 +467,8 @@ def record_event(
         acting.proxy.participant_id != participant.id or acting.proxy.ended_at is not None
     ):
         raise Conflict("the proxy does not represent this participant", code="consent_proxy_ended")
-    templates = published_templates(session, pid)
-    history = events_of(session, participant)
+    loaded = loaded or load(session, participant)
+    templates, history = loaded.templates, loaded.history
     try:
         probe = ConsentEvent(
             seq=(history[-1].seq + 1) if history else 1,
