@@ -21,7 +21,7 @@ from hvelv.cli.main import app
 from hvelv.config import Settings
 from hvelv.notify import outbox
 from hvelv.notify.models import OutboxMessage
-from tests.consent.conftest import Consent
+from tests.consent.conftest import CHILD_BIRTH, Consent
 
 
 @dataclass
@@ -264,3 +264,54 @@ def test_the_cli_sends_the_outbox(
     down = runner.invoke(app, ["outbox", "send", "--home", str(settings.home)])
     assert down.exit_code == 1
     assert "unreachable" in down.output
+
+
+def test_a_guardian_signs_in_from_a_proxy_invitation(
+    consent: Consent, smtp: tuple[Mailbox, int]
+) -> None:
+    mailbox, port = smtp
+    child = consent.enrol(CHILD_BIRTH, email=None)
+    proxy = consent.client.post(
+        f"{consent.base}/participants/{child}/proxies",
+        json={
+            "relation": "guardian",
+            "name": "Verge",
+            "email": "verge@example.org",
+            "language": "en",
+        },
+        headers=consent.dm,
+    ).json()
+    invited = consent.client.post(
+        f"{consent.base}/participants/{child}/invitations",
+        json={"proxy_id": proxy["id"]},
+        headers=consent.dm,
+    ).json()
+    assert invited["emailed"] is True
+    consent.client.post("/v1/participant/login", json={"invitation": invited["token"]})
+    assert _send(consent, port) == 2
+    assert {m["To"] for m in mailbox.messages} == {"verge@example.org"}
+    code = re.search(r"\b(\d{6})\b", mailbox.last_body())
+    assert code is not None
+    token = consent.client.post(
+        "/v1/participant/login/verify",
+        json={"invitation": invited["token"], "code": code.group(1)},
+    ).json()["access_token"]
+    guardian = {"Authorization": f"Bearer {token}"}
+    assert consent.client.get("/v1/participant/me", headers=guardian).json()["acting_as"] == "proxy"
+    given = consent.give(guardian, hmb=True)
+    assert given.json()["kind"] == "proxy_given"
+    assert given.json()["actor_id"] == f"proxy-{proxy['id']}"
+    # once the representation has ended, new invitations for that proxy are refused
+    consent.client.post(
+        f"{consent.base}/participants/{child}/proxies/{proxy['id']}/end", headers=consent.dm
+    )
+    refused = consent.client.post(
+        f"{consent.base}/participants/{child}/invitations",
+        json={"proxy_id": proxy["id"]},
+        headers=consent.dm,
+    )
+    assert refused.status_code == 409
+    # and the former guardian's session no longer opens the participant's consent
+    gone = consent.client.get("/v1/participant/consents", headers=guardian)
+    assert gone.status_code == 401
+    assert gone.json()["error"]["code"] == "session_ended"

@@ -269,6 +269,11 @@ def authenticate(session: Session, token: str) -> Principal:
     ps: ParticipantSession = row[0]
     if ps.revoked_at is not None or ps.expires_at <= _now():
         raise Unauthenticated("the session has ended; sign in again", code="session_ended")
+    if ps.proxy_id is not None:
+        proxy = session.get(Proxy, ps.proxy_id)
+        if proxy is None or proxy.ended_at is not None:
+            # a former guardian no longer sees the participant's consent
+            raise Unauthenticated("the representation has ended", code="session_ended")
     return Principal(
         kind=PrincipalKind.PARTICIPANT,
         id=ps.participant_id,
