@@ -32,8 +32,8 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/api.py
-	$(BIN)/python bench/consent_snapshot.py
 	$(BIN)/python bench/datasets.py
+	$(BIN)/python bench/consent.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -128,12 +128,12 @@ def random_script(rnd: random.Random) -> list[dict[str, object]]:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=20240101)
     parser.add_argument("--events", type=int, default=300, help="incremental events to time")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rnd = random.Random(args.seed)
     n = args.participants
     tmpl = templates()

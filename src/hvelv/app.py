@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from hvelv import __version__
 from hvelv.audit import api as audit_api
+from hvelv.consent import api as consent_api
+from hvelv.consent import participant_api
 from hvelv.files import api as files_api
 from hvelv.files import maintenance
 from hvelv.files.tus import TUS_RESPONSE_HEADERS
@@ -82,6 +84,8 @@ def create_app(platform: Platform) -> FastAPI:
         projects_api.router,
         files_api.router,
         audit_api.router,
+        consent_api.router,
+        participant_api.router,
     )
     for router in routers:
         app.include_router(router)

@@ -167,6 +167,35 @@ class Settings(BaseSettings):
         ge=0,
         description="How often the server purges expired uploads and trash (0: never).",
     )
+    consent_age_of_majority: int = Field(
+        default=16,
+        ge=12,
+        le=21,
+        description="Age from which participants consent for themselves (Health Research Act §17).",
+    )
+    consent_allow_synthetic_ids: bool = Field(
+        default=False,
+        description="Accept synthetic test national ids (month + 80). Never in production.",
+    )
+    participant_invitation_ttl_hours: int = Field(
+        default=336, ge=1, le=24 * 90, description="How long a participant invitation link works."
+    )
+    participant_code_ttl_seconds: int = Field(
+        default=600, ge=60, le=3600, description="How long a participant's one-time code works."
+    )
+    participant_session_ttl_seconds: int = Field(
+        default=1800, ge=60, le=24 * 3600, description="Lifetime of a participant session."
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for the notification outbox; unset: not sent."
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP server port.")
+    smtp_starttls: bool = Field(default=False, description="Use STARTTLS with the SMTP server.")
+    smtp_username: str | None = Field(default=None, description="SMTP login user, if any.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP login password.")
+    smtp_from: str = Field(
+        default="hvelv@localhost", min_length=3, description="Sender address of notifications."
+    )
 
     @field_validator("database_url")
     @classmethod

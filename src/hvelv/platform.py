@@ -12,6 +12,7 @@ from typing import Any
 from hvelv.audit.ledger import AuditRecord, Ledger
 from hvelv.audit.trail import AuditTrail
 from hvelv.config import Settings
+from hvelv.consent.decisions import ConsentCache
 from hvelv.crypto.keyring import Keyring, load_keyring
 from hvelv.db import migrate
 from hvelv.db.engine import Database
@@ -32,6 +33,8 @@ class Platform:
     ledger: Ledger
     signer: TokenSigner
     _stores: dict[str, BlobStore] = field(default_factory=dict, repr=False)
+    # per-process accelerator for consent decisions, rebuilt from the database (stateless)
+    consent_cache: ConsentCache = field(default_factory=ConsentCache)
 
     @classmethod
     def open(cls, settings: Settings, *, check_schema: bool = True) -> Platform:

@@ -6,8 +6,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from hvelv.platform import Platform
 from hvelv.security.actions import ACTIONS, Action, Role, Scope
 from tests.http.test_authorization_matrix import call, operations
+from tests.support.participants import enrol, session_headers
 from tests.support.people import Person
 
 
@@ -37,13 +39,16 @@ def allowed_person(action: Action, people: dict[str, Person]) -> Person | None:
 
 
 def test_bad_bodies_get_clear_4xx_on_every_route(
-    client: TestClient, people: dict[str, Person], project: str
+    client: TestClient, people: dict[str, Person], project: str, platform: Platform
 ) -> None:
+    participant = session_headers(platform, project, enrol(platform, project, "15108695088"))
     for path, method, action, has_body in operations(client):
         if not has_body:
             continue
         person = allowed_person(action, people)
         headers = dict(person.headers) if person else {}
+        if ACTIONS[action].scope is Scope.PARTICIPANT:
+            headers = participant
         url = path.replace("{pid}", project).replace("{username}", "member")
         url = url.replace("{key_id}", "0123456789ab")
         malformed = client.request(

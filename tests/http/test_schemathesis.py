@@ -22,6 +22,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from hvelv.platform import Platform
+from tests.support.participants import enrol, session_headers
 from tests.support.people import Person
 
 CHECKS = [
@@ -35,16 +37,21 @@ EXAMPLES = 20
 
 
 def test_every_operation_conforms(
-    client: TestClient, people: dict[str, Person], project: str
+    client: TestClient, people: dict[str, Person], project: str, platform: Platform
 ) -> None:
     schema = schemathesis.openapi.from_asgi("/v1/openapi.json", client.app)
+    participant = session_headers(platform, project, enrol(platform, project, "15108695088"))
+    participant_token = participant["Authorization"].removeprefix("Bearer ")
 
     @schema.auth()
     class Bearer:
-        """The owner on project routes, the operator elsewhere (known to schemathesis,
-        so a request it generates without credentials is not mistaken for ours)."""
+        """The owner on project routes, a participant on participant routes, the operator
+        elsewhere (known to schemathesis, so a request it generates without credentials is not
+        mistaken for ours)."""
 
         def get(self, case: Any, context: Any) -> str:
+            if case.operation.path.startswith("/v1/participant/"):
+                return participant_token
             who = "owner" if "{pid}" in case.operation.path else "operator"
             token = people[who].token
             assert token is not None

@@ -33,6 +33,12 @@ NO_ROLES: frozenset[Role] = frozenset()
 
 USER = Principal(PrincipalKind.USER, 7, "ada", session_id="s1")
 OPERATOR = Principal(PrincipalKind.USER, 1, "olga", is_operator=True, session_id="s2")
+PARTICIPANT = Principal(
+    PrincipalKind.PARTICIPANT, 5, "0f" * 16, scope_project="p1001", session_id="s3"
+)
+GUARDIAN = Principal(
+    PrincipalKind.PARTICIPANT, 5, "0f" * 16, scope_project="p1001", session_id="s4", acting_for=2
+)
 
 
 def project(
@@ -435,6 +441,128 @@ CASES: dict[str, Case] = {
         NO_ROLES,
         deny("not_a_member"),
     ),
+    # participants: only the participant routes, whatever the project's state
+    "participant_read": (PARTICIPANT, Action.PARTICIPANT_READ, None, NO_ROLES, ALLOW),
+    "guardian_consent": (GUARDIAN, Action.PARTICIPANT_CONSENT, FROZEN, NO_ROLES, ALLOW),
+    "participant_logout": (PARTICIPANT, Action.PARTICIPANT_LOGOUT, None, NO_ROLES, ALLOW),
+    "participant_login_public": (None, Action.PARTICIPANT_LOGIN, None, NO_ROLES, ALLOW),
+    "anonymous_participant_route": (
+        None,
+        Action.PARTICIPANT_READ,
+        None,
+        NO_ROLES,
+        deny("unauthenticated", 401),
+    ),
+    "user_on_participant_route": (
+        USER,
+        Action.PARTICIPANT_CONSENT,
+        ACTIVE,
+        ALL_ROLES,
+        deny("participants_only"),
+    ),
+    "api_key_on_participant_route": (
+        api_key(*Action),
+        Action.PARTICIPANT_LOGOUT,
+        None,
+        NO_ROLES,
+        deny("participants_only"),
+    ),
+    "participant_on_project_route": (
+        PARTICIPANT,
+        Action.CONSENT_DECIDE,
+        ACTIVE,
+        ALL_ROLES,
+        deny("users_only"),
+    ),
+    "participant_on_self_route": (
+        PARTICIPANT,
+        Action.SELF_READ,
+        None,
+        NO_ROLES,
+        deny("users_only"),
+    ),
+    "participant_on_platform_route": (
+        PARTICIPANT,
+        Action.USER_CREATE,
+        None,
+        NO_ROLES,
+        deny("operator_only"),
+    ),
+    "participant_other_project": (
+        PARTICIPANT,
+        Action.CONSENT_READ,
+        project(pid="p2002"),
+        NO_ROLES,
+        deny("token_scope"),
+    ),
+    # consent actions by role
+    "consent_read_auditor": (USER, Action.CONSENT_READ, ACTIVE, roles(Role.AUDITOR), ALLOW),
+    "consent_manage_member": (
+        USER,
+        Action.CONSENT_MANAGE,
+        ACTIVE,
+        roles(Role.MEMBER),
+        deny("role"),
+    ),
+    "consent_manage_dm": (USER, Action.CONSENT_MANAGE, ACTIVE, roles(Role.DATA_MANAGER), ALLOW),
+    "consent_participants_auditor": (
+        USER,
+        Action.CONSENT_PARTICIPANT_READ,
+        ACTIVE,
+        roles(Role.AUDITOR, Role.MEMBER),
+        deny("role"),
+    ),
+    "consent_enrol_dm": (
+        USER,
+        Action.CONSENT_PARTICIPANT_MANAGE,
+        ACTIVE,
+        roles(Role.DATA_MANAGER),
+        ALLOW,
+    ),
+    "consent_decide_member": (USER, Action.CONSENT_DECIDE, ACTIVE, roles(Role.MEMBER), ALLOW),
+    "consent_decide_auditor": (
+        USER,
+        Action.CONSENT_DECIDE,
+        ACTIVE,
+        roles(Role.AUDITOR),
+        deny("role"),
+    ),
+    "consent_decide_frozen": (
+        USER,
+        Action.CONSENT_DECIDE,
+        FROZEN,
+        roles(Role.MEMBER),
+        deny("project_inactive"),
+    ),
+    "consent_decide_operator": (
+        OPERATOR,
+        Action.CONSENT_DECIDE,
+        ACTIVE,
+        NO_ROLES,
+        deny("not_a_member"),
+    ),
+    "consent_log_auditor_closed": (
+        USER,
+        Action.CONSENT_LOG_READ,
+        CLOSED,
+        roles(Role.AUDITOR),
+        ALLOW,
+    ),
+    "consent_log_member": (USER, Action.CONSENT_LOG_READ, ACTIVE, roles(Role.MEMBER), deny("role")),
+    "consent_deletions_dm_frozen": (
+        USER,
+        Action.CONSENT_DELETION_READ,
+        FROZEN,
+        roles(Role.DATA_MANAGER),
+        ALLOW,
+    ),
+    "consent_deletion_complete_frozen": (
+        USER,
+        Action.CONSENT_DELETION_COMPLETE,
+        FROZEN,
+        roles(Role.DATA_MANAGER),
+        deny("project_inactive"),
+    ),
     "frozen_api_key_not_inactive_ok": (
         Principal(
             PrincipalKind.API_KEY,
@@ -515,10 +643,12 @@ def oracle(
     is_user = principal is not None and principal.kind is PrincipalKind.USER
     is_key = principal is not None and principal.kind is PrincipalKind.API_KEY
     is_op = is_user and principal is not None and principal.is_operator
+    is_participant = principal is not None and principal.kind is PrincipalKind.PARTICIPANT
     rules = {
         Scope.PUBLIC: lambda: True,
         Scope.SELF: lambda: is_user,
         Scope.PLATFORM: lambda: is_op and info.operator,
+        Scope.PARTICIPANT: lambda: is_participant,
     }
     if info.scope in rules:
         return rules[info.scope]()

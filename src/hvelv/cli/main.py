@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hvelv import __version__
-from hvelv.cli import consent, local, remote, serve
+from hvelv.cli import consent, local, notify, remote, serve
 
 app = typer.Typer(
     name="hvelv",
@@ -33,6 +33,10 @@ audit_app = typer.Typer(help="The audit ledger.", no_args_is_help=True)
 audit_app.command("verify")(local.audit_verify)
 audit_app.command("list")(remote.audit_list)
 app.add_typer(audit_app, name="audit")
+
+outbox_app = typer.Typer(help="The notification outbox.", no_args_is_help=True)
+outbox_app.command("send")(notify.outbox_send)
+app.add_typer(outbox_app, name="outbox")
 
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 config_app.command("show")(local.config_show)

@@ -11,6 +11,7 @@ deadlock-free.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,8 +46,10 @@ class Database:
             kwargs["max_overflow"] = pool_size
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
+        # SQLite writers of this process queue here before BEGIN IMMEDIATE (see _configure_sqlite)
+        self.write_gate = threading.Lock()
         if self.is_sqlite:
-            _configure_sqlite(self.engine, sqlite_synchronous)
+            _configure_sqlite(self.engine, sqlite_synchronous, self.write_gate)
         else:
             _configure_postgresql(self.engine)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
@@ -80,7 +83,7 @@ class Database:
         self.engine.dispose()
 
 
-def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str, gate: threading.Lock) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         # take over transaction control from pysqlite so BEGIN IMMEDIATE can be issued
@@ -92,12 +95,38 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
+    # Writers of this process queue on a lock before BEGIN IMMEDIATE: a blocked acquire wakes
+    # as soon as the lock is free, where SQLite's busy handler polls with growing sleeps (up to
+    # 100 ms) and lets some writers starve for seconds under load. Other processes still meet
+    # at SQLite's own lock; after GATE_TIMEOUT a writer falls back to it.
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         if conn.get_execution_options().get(WRITE_OPTION):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.info[_GATED] = gate.acquire(timeout=GATE_TIMEOUT)
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _release(conn)
+                raise
         else:
             conn.exec_driver_sql("BEGIN")
+
+    def _release(conn: Connection) -> None:
+        if conn.info.pop(_GATED, False):
+            gate.release()
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(conn: Connection) -> None:
+        _release(conn)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Connection) -> None:
+        _release(conn)
+
+
+_GATED = "hvelv_write_gate"
+GATE_TIMEOUT = 30.0
 
 
 WRITE_LOCK_KEY = 0x48564C56  # "HVLV"

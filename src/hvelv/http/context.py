@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from hvelv.audit.ledger import AuditRecord, Outcome
 from hvelv.audit.trail import AuditTrail
+from hvelv.consent import access as participant_access
 from hvelv.errors import Forbidden, HvelvError, NotFound, Unauthenticated
 from hvelv.files.models import UploadLink
 from hvelv.identity.models import AuthSession, User
@@ -123,6 +124,8 @@ def _authenticate(ctx: RequestContext, token: str) -> Principal:
     session = ctx.session
     if token.startswith(UPLOAD_LINK_PREFIX):
         return _upload_link(session, token, now)
+    if token.startswith(participant_access.SESSION_PREFIX):
+        return participant_access.authenticate(session, token)
     if token.startswith(API_KEY_PREFIX):
         try:
             key_id, secret = parse_api_key(token)
@@ -248,7 +251,8 @@ def _establish(ctx: RequestContext, request: Request) -> None:
             raise _refuse(ctx, NotFound(f"no project {pid}", code="project_not_found"), target)
         message = {
             "operator_only": "only operators may do this",
-            "users_only": "API keys cannot do this",
+            "users_only": "only users can do this",
+            "participants_only": "only a signed-in participant can do this",
             "token_scope": "the token is scoped to another project",
             "api_key_action": "the API key is not granted this action",
             "project_inactive": "the project is frozen, closed or outside its approval period",

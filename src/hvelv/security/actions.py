@@ -15,6 +15,7 @@ class Scope(StrEnum):
     SELF = "self"  # any authenticated user, about themselves
     PLATFORM = "platform"  # operators, outside any project
     PROJECT = "project"  # inside one project (the {pid} in the path)
+    PARTICIPANT = "participant"  # a signed-in research participant, about their own consent
 
 
 class Role(StrEnum):
@@ -72,11 +73,25 @@ class Action(StrEnum):
     FILES_MANAGE = "files.manage"
     FILES_MANAGE_EXPORT = "files.manage_export"
     UPLOAD_LINK_MANAGE = "upload_link.manage"
+    CONSENT_READ = "consent.read"
+    CONSENT_MANAGE = "consent.manage"
+    CONSENT_PARTICIPANT_READ = "consent_participant.read"
+    CONSENT_PARTICIPANT_MANAGE = "consent_participant.manage"
+    CONSENT_DECIDE = "consent.decide"
+    CONSENT_LOG_READ = "consent_log.read"
+    CONSENT_DELETION_READ = "consent_deletion.read"
+    CONSENT_DELETION_COMPLETE = "consent_deletion.complete"
+    # participants
+    PARTICIPANT_LOGIN = "participant.login"
+    PARTICIPANT_READ = "participant.read"
+    PARTICIPANT_CONSENT = "participant.consent"
+    PARTICIPANT_LOGOUT = "participant.logout"
 
 
 ALL_ROLES = frozenset(Role)
 # roles that work with a project's data (auditors read the audit log only)
 _RESEARCHERS = frozenset({Role.OWNER, Role.DATA_MANAGER, Role.MEMBER})
+_MANAGERS = frozenset({Role.OWNER, Role.DATA_MANAGER})
 _P = Scope.PROJECT
 
 ACTIONS: dict[Action, ActionInfo] = {
@@ -129,6 +144,24 @@ ACTIONS: dict[Action, ActionInfo] = {
     Action.UPLOAD_LINK_MANAGE: ActionInfo(
         _P, writes=True, roles=frozenset({Role.OWNER, Role.DATA_MANAGER})
     ),
+    # consent: owners and data managers manage studies, templates and participants; every
+    # member may ask for decisions and snapshots; auditors read the decision log
+    Action.CONSENT_READ: ActionInfo(_P, writes=False, roles=ALL_ROLES),
+    Action.CONSENT_MANAGE: ActionInfo(_P, writes=True, roles=_MANAGERS),
+    Action.CONSENT_PARTICIPANT_READ: ActionInfo(_P, writes=False, roles=_MANAGERS),
+    Action.CONSENT_PARTICIPANT_MANAGE: ActionInfo(_P, writes=True, roles=_MANAGERS),
+    Action.CONSENT_DECIDE: ActionInfo(
+        _P, writes=True, roles=frozenset({Role.OWNER, Role.DATA_MANAGER, Role.MEMBER})
+    ),
+    Action.CONSENT_LOG_READ: ActionInfo(
+        _P, writes=False, roles=frozenset({Role.OWNER, Role.AUDITOR}), inactive_ok=True
+    ),
+    Action.CONSENT_DELETION_READ: ActionInfo(_P, writes=False, roles=_MANAGERS, inactive_ok=True),
+    Action.CONSENT_DELETION_COMPLETE: ActionInfo(_P, writes=True, roles=_MANAGERS),
+    Action.PARTICIPANT_LOGIN: ActionInfo(Scope.PUBLIC, writes=True),
+    Action.PARTICIPANT_READ: ActionInfo(Scope.PARTICIPANT, writes=False),
+    Action.PARTICIPANT_CONSENT: ActionInfo(Scope.PARTICIPANT, writes=True),
+    Action.PARTICIPANT_LOGOUT: ActionInfo(Scope.PARTICIPANT, writes=True),
 }
 
 assert set(ACTIONS) == set(Action), "every action needs an ActionInfo"

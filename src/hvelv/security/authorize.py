@@ -18,11 +18,14 @@ class PrincipalKind(StrEnum):
     USER = "user"
     API_KEY = "api_key"
     UPLOAD_LINK = "upload_link"
+    PARTICIPANT = "participant"  # a research participant (or their proxy) signed in by invitation
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a user (with a login session), a project API key or an upload link."""
+    """Who is calling: a user (with a login session), a project API key, an upload link, or
+    a participant session (``scope_project`` is the participant's project, ``id`` their
+    participant id and ``acting_for`` the proxy id when a guardian signed in)."""
 
     kind: PrincipalKind
     id: int | str
@@ -31,6 +34,7 @@ class Principal:
     scope_project: str | None = None  # token scope, or the API key's project
     api_key_actions: frozenset[Action] = field(default_factory=frozenset)
     session_id: str | None = None
+    acting_for: int | None = None  # participant sessions: the proxy id, when a proxy acts
 
     @property
     def actor(self) -> str:
@@ -75,6 +79,10 @@ def authorize(
         return ALLOW
     if principal is None:
         return _deny("unauthenticated", 401)
+    if info.scope is Scope.PARTICIPANT:
+        if principal.kind is PrincipalKind.PARTICIPANT:
+            return ALLOW
+        return _deny("participants_only")
     if info.scope is Scope.SELF:
         if principal.kind is PrincipalKind.USER:
             return ALLOW
@@ -97,6 +105,9 @@ def authorize(
     elif principal.kind is PrincipalKind.API_KEY:
         if not (info.api_key_ok and action in principal.api_key_actions):
             return _deny("api_key_action")
+    elif principal.kind is PrincipalKind.PARTICIPANT:
+        # participants act only on their own consent, through the participant routes
+        return _deny("users_only")
     else:
         by_role = bool(roles & info.roles)
         by_operator = principal.is_operator and info.operator

@@ -1,0 +1,226 @@
+"""Benchmark issue 4's consent goals in one run.
+
+(a) bulk snapshot for 1,000,000 participants with random ledgers (the code of
+    ``bench/consent_snapshot.py``): ``snapshot_1m_s`` and ``incremental_event_ms``;
+(b) consent changes through the HTTP API: one ``hvelv serve`` process (1 worker, SQLite in a
+    temporary home) and ``--concurrency`` clients (default 32), each a signed-in participant who
+    grants and withdraws one item in turn (``POST /v1/participant/consents/{t}/items/{i}``: a
+    ledger event with engine check, hash chain and audit event, committed). The trivial
+    ``GET /healthz`` is measured in the same run with the same clients for comparison.
+
+Goal lines:
+
+    goal snapshot_1m_s = X (target <= 1)
+    goal incremental_event_ms = Y (target <= 10)
+    goal api_changes_per_s = V (target >= 500)
+    goal api_p99_ms = V (target <= 100)
+
+Usage: python bench/consent.py [--seconds 8] [--concurrency 32] [--participants 1000000]
+       [--skip-snapshot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tests.support.participants import national_id
+from tests.support.server import hvelv_command, running_server
+
+import consent_snapshot
+from hvelv.config import load_settings
+from hvelv.consent import access
+from hvelv.consent.models import Participant
+from hvelv.db.engine import Database
+from hvelv.security import totp
+
+TEMPLATE = {
+    "title": "Bench consent",
+    "texts": {"nb": "Jeg samtykker.", "en": "I consent."},
+    "items": [
+        {"item_id": "hmb", "effect": "permit", "purpose": {"code": "HMB"}, "actions": ["analyse"]},
+        {"item_id": "gru", "effect": "permit", "purpose": {"code": "GRU"}, "actions": ["store"]},
+    ],
+}
+
+
+def cli(env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [*hvelv_command(), *args, "--json"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def login(url: str, creds: dict[str, Any]) -> dict[str, str]:
+    response = httpx.post(
+        f"{url}/v1/auth/token",
+        json={
+            "username": creds["username"],
+            "password": creds["password"],
+            "totp_code": totp.current_code(creds["totp_secret"]),
+            "new_password": "benchmark passphrase",
+        },
+    )
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def ok(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise RuntimeError(f"{response.request.url}: {response.status_code} {response.text}")
+    return response.json() if response.content else None
+
+
+async def load(
+    requests: list[tuple[str, str, dict[str, str], Any]], seconds: float
+) -> tuple[float, list[float], int]:
+    """One client per request template; each repeats its request (with ``granted`` flipped
+    when it has a body) until the time is up. Returns (requests/s, latencies ms, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    concurrency = len(requests)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker(method: str, url: str, headers: dict[str, str], body: Any) -> None:
+            nonlocal errors
+            flip = False
+            while time.perf_counter() < deadline:
+                payload = None if body is None else {"granted": flip}
+                flip = not flip
+                t = time.perf_counter()
+                response = await client.request(method, url, headers=headers, json=payload)
+                latencies.append((time.perf_counter() - t) * 1000)
+                if response.status_code != 200:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(*r) for r in requests))
+        elapsed = time.perf_counter() - started
+    return (len(latencies) - errors) / elapsed, latencies, errors
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else float("nan")
+
+
+def part_b(seconds: float, concurrency: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory(prefix="hvelv-bench-consent-") as tmp:
+        home = Path(tmp) / "home"
+        env = {"HVELV_HOME": str(home), "HVELV_LOG_LEVEL": "WARNING"}
+        operator = cli(env, "init")
+        manager = cli(env, "user", "create", "dm")
+        with running_server(env, Path(tmp) / "server.log") as url:
+            op = login(url, operator)
+            dm = login(url, manager)
+            pid = ok(
+                httpx.post(
+                    f"{url}/v1/projects",
+                    headers=op,
+                    json={
+                        "name": "bench",
+                        "ethics_ref": "REK 1",
+                        "approval_start": "2020-01-01",
+                        "approval_end": "2099-01-01",
+                        "purposes": [{"code": "DUO:0000006"}],
+                    },
+                )
+            )["pid"]
+            for role in ("data_manager", "auditor"):
+                ok(
+                    httpx.post(
+                        f"{url}/v1/projects/{pid}/members",
+                        headers=op,
+                        json={"username": "dm", "role": role},
+                    )
+                )
+            base = f"{url}/v1/projects/{pid}/consent"
+            study = ok(httpx.post(f"{base}/studies", headers=dm, json={"name": "bench"}))
+            template = ok(
+                httpx.post(f"{base}/studies/{study['id']}/templates", headers=dm, json=TEMPLATE)
+            )
+            key, version = template["template_id"], template["version"]
+            ok(httpx.post(f"{base}/templates/{key}/versions/{version}/publish", headers=dm))
+            births = [dt.date(1950, 1, 1) + dt.timedelta(days=97 * i) for i in range(concurrency)]
+            csv = "national_id\n" + "\n".join(national_id(b) for b in births)
+            ok(httpx.post(f"{base}/participants/import", headers=dm, json={"csv": csv}))
+
+            # participant sessions (the invitation + code steps are not what is measured)
+            settings = load_settings(home=home)
+            db = Database(settings.resolved_database_url)
+            tokens: list[str] = []
+            with db.write() as session:
+                for p in session.query(Participant).filter_by(project_id=pid).all():
+                    tokens.append(
+                        access.open_session(session, settings, p, None, assurance="low").token
+                    )
+            db.dispose()
+            participants = [{"Authorization": f"Bearer {t}"} for t in tokens]
+            for headers in participants:
+                ok(
+                    httpx.post(
+                        f"{url}/v1/participant/consents",
+                        headers=headers,
+                        json={"template_version": f"{key}.{version}", "choices": {"hmb": True}},
+                    )
+                )
+
+            health = [("GET", f"{url}/healthz", {}, None)] * concurrency
+            change_url = f"{url}/v1/participant/consents/{key}/items/hmb"
+            changes = [("POST", change_url, h, {"granted": False}) for h in participants]
+            asyncio.run(load(health, 1))  # warm-up
+            asyncio.run(load(changes[:4], 1))
+            trivial, trivial_ms, e1 = asyncio.run(load(health, seconds))
+            rate, change_ms, e2 = asyncio.run(load(changes, seconds))
+            verify = ok(httpx.get(f"{base}/ledger/verify", headers=dm))
+    print(f"info api: {concurrency} clients, {seconds:.0f} s each, 1 server worker, SQLite "
+          f"(synchronous=FULL), loopback")  # fmt: skip
+    print(f"info trivial GET /healthz: {trivial:,.0f} req/s, p99 {p99(trivial_ms):.1f} ms "
+          f"({e1} errors)")  # fmt: skip
+    print(f"info consent change POST .../items/hmb: {rate:,.0f} changes/s, p50 "
+          f"{sorted(change_ms)[len(change_ms) // 2]:.1f} ms, p99 {p99(change_ms):.1f} ms "
+          f"({e2} errors); ledger verified: {verify['events']} events")  # fmt: skip
+    print(f"info changes/trivial ratio = {rate / trivial:.2f}")
+    return rate, p99(change_ms)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--participants", type=int, default=1_000_000)
+    parser.add_argument("--skip-snapshot", action="store_true", help="only part (b)")
+    args = parser.parse_args()
+    if not args.skip_snapshot:
+        status = consent_snapshot.main(["--participants", str(args.participants)])
+        if status:
+            return status
+    rate, latency = part_b(args.seconds, args.concurrency)
+    print(f"goal api_changes_per_s = {rate:.0f} (target >= 500)")
+    print(f"goal api_p99_ms = {latency:.1f} (target <= 100)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

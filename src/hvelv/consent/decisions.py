@@ -1,0 +1,276 @@
+"""Decisions from the stored ledger: one participant, or a bulk snapshot for one use.
+
+A per-process :class:`ConsentCache` keeps one :class:`~hvelv.consent.snapshot.ConsentIndex` per
+project and brings it up to date before every use from the rows added since (new published
+template versions, participants by id, ledger events by ``seq``), so a snapshot costs a fold of
+the new events only. API processes stay stateless: the cache is only an accelerator rebuilt from
+the database, and every process catches up from the same rows.
+
+Every decision and snapshot is written to the decision log (use, approval, time, ledger position,
+requester) with an audit event. "Which uses relied on participant P" recomputes each logged
+snapshot for P from P's ledger up to the logged position: decisions are reproducible, so the log
+does not need a row per participant and snapshot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from hvelv.audit.trail import AuditTrail
+from hvelv.consent.decision import decide
+from hvelv.consent.mapping import (
+    approval_from_dict,
+    approval_of,
+    approval_to_dict,
+    event_from_row,
+    template_from_row,
+    use_from_dict,
+    use_to_dict,
+)
+from hvelv.consent.model import Decision, Template, Use
+from hvelv.consent.models import ConsentEventRow, DecisionLogEntry, Participant, TemplateVersion
+from hvelv.consent.service import events_of, published_templates
+from hvelv.consent.snapshot import ConsentIndex, Snapshot
+from hvelv.projects.models import Project
+
+__all__ = ["ConsentCache", "decide_one", "decision_log", "relied_on", "snapshot"]
+
+
+@dataclass
+class _ProjectIndex:
+    age_of_majority: int
+    templates: dict[str, Template] = field(default_factory=dict)
+    index: ConsentIndex | None = None
+    last_seq: int = 0
+    last_participant: int = 0
+    names: dict[int, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.index = ConsentIndex(
+            template_lookup=self.templates.get, age_of_majority=self.age_of_majority
+        )
+
+    @property
+    def live(self) -> ConsentIndex:
+        assert self.index is not None
+        return self.index
+
+    def refresh(self, session: Session, pid: str) -> None:
+        """Catch up with the rows committed since the last refresh."""
+        known = set(self.templates)
+        for row in session.execute(
+            select(TemplateVersion).where(
+                TemplateVersion.project_id == pid, TemplateVersion.status == "published"
+            )
+        ).scalars():
+            if row.version_id not in known:
+                self.templates[row.version_id] = template_from_row(row)
+        new_people = session.execute(
+            select(Participant.id, Participant.pseudonym, Participant.birth_date)
+            .where(Participant.project_id == pid, Participant.id > self.last_participant)
+            .order_by(Participant.id)
+        ).all()
+        if new_people:
+            self.live.add_participants((p.pseudonym, p.birth_date) for p in new_people)
+            self.names.update({p.id: p.pseudonym for p in new_people})
+            self.last_participant = new_people[-1].id
+        rows = list(
+            session.execute(
+                select(ConsentEventRow)
+                .where(ConsentEventRow.project_id == pid, ConsentEventRow.seq > self.last_seq)
+                .order_by(ConsentEventRow.seq)
+            ).scalars()
+        )
+        if not rows:
+            return
+        events = [event_from_row(row, self.names[row.participant_id]) for row in rows]
+        if self.last_seq == 0 or len(events) > 64:
+            self.live.load(events)
+        else:
+            for event in events:
+                self.live.apply(event)
+        self.last_seq = rows[-1].seq
+
+
+class ConsentCache:
+    """One consent index per project, per process (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._projects: dict[str, _ProjectIndex] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def current(self, session: Session, pid: str, age_of_majority: int) -> Iterator[ConsentIndex]:
+        """The project's index, up to date with what ``session`` sees, locked while in use."""
+        with self._lock:
+            entry = self._projects.get(pid)
+            if entry is None or entry.age_of_majority != age_of_majority:
+                entry = _ProjectIndex(age_of_majority)
+                self._projects[pid] = entry
+        with entry.lock:
+            entry.refresh(session, pid)
+            yield entry.live
+
+    def forget(self, pid: str) -> None:
+        with self._lock:
+            self._projects.pop(pid, None)
+
+
+def _log(
+    session: Session,
+    trail: AuditTrail,
+    project: Project,
+    *,
+    kind: str,
+    use: Use,
+    at: dt.datetime,
+    position: int,
+    permitted: int,
+    participant: Participant | None,
+    extra: dict[str, Any],
+) -> DecisionLogEntry:
+    entry = DecisionLogEntry(
+        project_id=project.pid,
+        kind=kind,
+        participant_id=participant.id if participant else None,
+        use=use_to_dict(use),
+        approval=approval_to_dict(approval_of(project)),
+        at=at,
+        ledger_position=position,
+        permitted=permitted,
+        requester=trail.actor,
+    )
+    session.add(entry)
+    session.flush()
+    details: dict[str, Any] = {
+        "log": entry.id,
+        "purpose": str(use.purpose),
+        "action": use.action,
+        "data_class": use.data_class,
+        "ledger_position": position,
+        **extra,
+    }
+    trail.record(
+        f"consent.{kind}",
+        target=f"participant:{participant.pseudonym}" if participant else None,
+        project_id=project.pid,
+        details=details,
+    )
+    return entry
+
+
+def decide_one(
+    session: Session,
+    trail: AuditTrail,
+    cache: ConsentCache,
+    project: Project,
+    participant: Participant,
+    use: Use,
+    at: dt.datetime,
+    *,
+    age_of_majority: int,
+) -> tuple[Decision, DecisionLogEntry]:
+    approval = approval_of(project)
+    with cache.current(session, project.pid, age_of_majority) as index:
+        decision = index.decide(participant.pseudonym, use, at, approval=approval)
+    entry = _log(
+        session,
+        trail,
+        project,
+        kind="decision",
+        use=use,
+        at=at,
+        position=decision.ledger_position,
+        permitted=int(decision.permit),
+        participant=participant,
+        extra={"permit": decision.permit},
+    )
+    return decision, entry
+
+
+def snapshot(
+    session: Session,
+    trail: AuditTrail,
+    cache: ConsentCache,
+    project: Project,
+    use: Use,
+    at: dt.datetime,
+    *,
+    age_of_majority: int,
+) -> tuple[Snapshot, DecisionLogEntry]:
+    approval = approval_of(project)
+    with cache.current(session, project.pid, age_of_majority) as index:
+        result = index.snapshot(use, at, approval=approval)
+    entry = _log(
+        session,
+        trail,
+        project,
+        kind="snapshot",
+        use=use,
+        at=at,
+        position=result.ledger_position,
+        permitted=len(result.pseudonyms),
+        participant=None,
+        extra={"permitted": len(result.pseudonyms)},
+    )
+    return result, entry
+
+
+def relied_on(
+    session: Session, participant: Participant, *, age_of_majority: int
+) -> list[DecisionLogEntry]:
+    """Logged decisions and snapshots that permitted a use of this participant's data."""
+    entries = session.execute(
+        select(DecisionLogEntry)
+        .where(
+            DecisionLogEntry.project_id == participant.project_id,
+            or_(
+                DecisionLogEntry.participant_id == participant.id,
+                DecisionLogEntry.kind == "snapshot",
+            ),
+        )
+        .order_by(DecisionLogEntry.id)
+    ).scalars()
+    events = events_of(session, participant)
+    templates = published_templates(session, participant.project_id)
+    found: list[DecisionLogEntry] = []
+    for entry in entries:
+        if entry.kind == "decision":
+            if entry.permitted:
+                found.append(entry)
+            continue
+        considered = [e for e in events if e.seq <= entry.ledger_position]
+        if not considered:
+            continue
+        if participant.enrolled_at > entry.created_at:
+            continue
+        verdict = decide(
+            considered,
+            use_from_dict(entry.use),
+            entry.at,
+            approval=approval_from_dict(entry.approval),
+            template_lookup=templates.get,
+            participant_birth_date=participant.birth_date,
+            age_of_majority=age_of_majority,
+        )
+        if verdict.permit:
+            found.append(entry)
+    return found
+
+
+def decision_log(
+    session: Session, pid: str, *, after: int | None, limit: int
+) -> list[DecisionLogEntry]:
+    query = select(DecisionLogEntry).where(DecisionLogEntry.project_id == pid)
+    if after is not None:
+        query = query.where(DecisionLogEntry.id > after)
+    return list(session.execute(query.order_by(DecisionLogEntry.id).limit(limit)).scalars())

@@ -1,0 +1,1 @@
+"""Notifications: the outbox table and its SMTP sender."""
