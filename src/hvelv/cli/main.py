@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hvelv import __version__
-from hvelv.cli import local, remote, serve
+from hvelv.cli import files, local, remote, serve
 
 app = typer.Typer(
     name="hvelv",
@@ -41,6 +41,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(remote.project_app, name="project")
 app.add_typer(remote.member_app, name="member")
 app.add_typer(remote.apikey_app, name="apikey")
+files.register(app)
 
 
 @app.command("version")
