@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -289,9 +290,9 @@ def main() -> None:
         )
         print(f"working in {work} ({shutil.disk_usage(work).free // 2**30} GiB free)")
 
-        dd_s = dd_write(work / "dd.bin", size)
-        dd_rate = rate(size, dd_s)
-        print(f"dd bs=4M conv=fdatasync, {size} MiB:  {dd_rate:7.0f} MiB/s ({dd_s:.2f} s)")
+        # the disk's speed varies from minute to minute here: dd before, between and
+        # after the uploads, and the median is the baseline
+        dd_rates = [rate(size, dd_write(work / "dd.bin", size))]
 
         source = work / "source.bin"
         random_file(source, size)
@@ -307,6 +308,7 @@ def main() -> None:
                 single.upload(LocalFile.of(source, "single.bin"))
             up_s = phase.seconds
             up_rate = rate(size, up_s)
+            dd_rates.append(rate(size, dd_write(work / "dd.bin", size)))
             print(
                 f"upload, 1 stream (encrypt+fsync):    {up_rate:7.0f} MiB/s ({up_s:.2f} s; "
                 f"{phase.cpu()})"
@@ -320,6 +322,12 @@ def main() -> None:
                 parallel.upload(LocalFile.of(source, "parallel.bin"))
             par_s = phase.seconds
             par_rate = rate(size, par_s)
+            dd_rates.append(rate(size, dd_write(work / "dd.bin", size)))
+            dd_rate = statistics.median(dd_rates)
+            print(
+                f"dd bs=4M conv=fdatasync, {size} MiB:  {dd_rate:7.0f} MiB/s median of "
+                + ", ".join(f"{r:.0f}" for r in dd_rates)
+            )
             print(
                 f"upload, --parallel {args.parallel}:                {par_rate:7.0f} MiB/s "
                 f"({par_s:.2f} s; {phase.cpu()})"
