@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -27,7 +29,6 @@ from hvelv.cli.output import console, err_console, fail, print_json
 from hvelv.cli.transfer import (
     Downloader,
     LocalFile,
-    Meter,
     Remote,
     RemoteFile,
     TransferError,
@@ -98,9 +99,30 @@ def _remote(project: str | None) -> Remote:
     return remote
 
 
-@contextmanager
-def _progress(total: int, quiet: bool, label: str) -> Iterator[tuple[Meter, Callable[[str], None]]]:
+@dataclass
+class Bar:
     """A progress bar with throughput and ETA on stderr (none when quiet or not a TTY)."""
+
+    progress: Progress
+    task: TaskID
+    quiet: bool
+
+    def advance(self, n: int) -> None:
+        self.progress.advance(self.task, n)
+
+    def describe(self, text: str) -> None:
+        self.progress.update(self.task, description=text[-40:])
+
+    def say(self, text: str) -> None:
+        """A per-file line: above the bar while it is shown, else on stdout."""
+        if self.quiet:
+            return
+        out = console if self.progress.disable else self.progress.console
+        out.print(text, highlight=False, markup=False)
+
+
+@contextmanager
+def _progress(total: int, quiet: bool, label: str) -> Iterator[Bar]:
     progress = Progress(
         TextColumn("[bold]{task.description}", justify="left"),
         BarColumn(),
@@ -112,15 +134,7 @@ def _progress(total: int, quiet: bool, label: str) -> Iterator[tuple[Meter, Call
         transient=False,
     )
     with progress:
-        task = progress.add_task(label, total=total)
-
-        def advance(n: int) -> None:
-            progress.advance(task, n)
-
-        def describe(text: str) -> None:
-            progress.update(task, description=text[-40:])
-
-        yield advance, describe
+        yield Bar(progress, progress.add_task(label, total=total), quiet)
 
 
 def _human(n: float) -> str:
@@ -241,20 +255,15 @@ def upload(
         skipped = _already_there(remote, area, items)
     todo = [item for item in items if item.remote not in skipped]
     total = sum(item.size for item in todo)
-    with _progress(total, quiet, "uploading") as (advance, describe):
-        uploader = Uploader(remote, area, parallel=parallel, meter=advance)
+    with _progress(total, quiet, "uploading") as bar:
+        uploader = Uploader(remote, area, parallel=parallel, meter=bar.advance)
         for item in items:
             if item.remote in skipped:
-                if not quiet:
-                    console.print(f"skipped  {item.remote} (same SHA-256 on the server)")
+                bar.say(f"skipped  {item.remote} (same SHA-256 on the server)")
                 continue
-            describe(item.remote)
+            bar.describe(item.remote)
             sha = uploader.upload(item)
-            if not quiet:
-                console.print(
-                    f"uploaded {item.remote} ({_human(item.size)}, sha256 {sha[:16]}…)",
-                    highlight=False,
-                )
+            bar.say(f"uploaded {item.remote} ({_human(item.size)}, sha256 {sha[:16]}…)")
     console.print(
         f"{len(todo)} file(s), {_human(total)} uploaded to {remote.pid}/{area}"
         + (f"; {len(skipped)} skipped (already there)" if skipped else ""),
@@ -323,16 +332,15 @@ def download(
     targets = _targets(downloader, remote, area.value, paths, output)
     total = sum(item.size for item, _ in targets)
     fetched = 0
-    with _progress(total, quiet, "downloading") as (advance, describe):
-        downloader.meter = advance
+    with _progress(total, quiet, "downloading") as bar:
+        downloader.meter = bar.advance
         for item, target in targets:
-            describe(item.path)
+            bar.describe(item.path)
             if downloader.download(item, target):
                 fetched += 1
-                if not quiet:
-                    console.print(f"downloaded {item.path} → {target}", highlight=False)
-            elif not quiet:
-                console.print(f"skipped    {target} (already the same)", highlight=False)
+                bar.say(f"downloaded {item.path} → {target}")
+            else:
+                bar.say(f"skipped    {target} (already the same)")
     console.print(
         f"{fetched} file(s) downloaded, {len(targets) - fetched} already present; "
         f"{_human(total)} verified",
