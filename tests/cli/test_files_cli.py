@@ -358,6 +358,63 @@ def test_a_killed_upload_resumes_where_the_server_stopped(live: Live, tmp_path: 
     assert sum(e["target"] == "files:resume/resume.bin" for e in completes) == 1
 
 
+def test_a_killed_parallel_upload_resumes_its_partial_uploads(live: Live, tmp_path: Path) -> None:
+    data = os.urandom(10 * 1024 * 1024 + 4321)
+    source = tmp_path / "par-resume.bin"
+    source.write_bytes(data)
+    state = StateFile(live.cli_config / "transfers.json")
+    partial_starts = [
+        e for e in audit(live, "files.upload_start") if e["target"] == "files:partial"
+    ]
+    args = [*hvelv_command(), "upload", str(source), "--into", "presume", "--parallel", "2"]
+    env = {**os.environ, **live.env, "HVELV_CLI_TEST_STALL_AFTER_BYTES": str(7 * 1024 * 1024)}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+
+        def parts() -> list[str] | None:
+            entries = state._load().get("uploads", {})
+            mine = [v for k, v in entries.items() if '"presume/par-resume.bin"' in k]
+            return [p["url"] for p in mine[0]["parts"]] if mine else None
+
+        urls = _wait_for(parts)
+        assert len(urls) == 2
+
+        def offsets() -> list[int]:
+            heads = [
+                httpx.head(live.url + url, headers={**live.headers(), "Tus-Resumable": "1.0.0"})
+                for url in urls
+            ]
+            return [int(head.headers["Upload-Offset"]) for head in heads]
+
+        _wait_for(lambda: sum(offsets()) >= 2 * 1024 * 1024)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdout.close()
+        process.stderr.close()
+    assert sum(offsets()) < len(data)
+    assert "presume/par-resume.bin" not in listing(live, "presume/")
+
+    ok(live, "upload", str(source), "--into", "presume", "--parallel", "2")
+    assert listing(live, "presume/")["presume/par-resume.bin"]["sha256"] == sha(data)
+    assert parts() is None
+    # the same two partial uploads were continued and concatenated
+    after = [e for e in audit(live, "files.upload_start") if e["target"] == "files:partial"]
+    assert len(after) == len(partial_starts) + 2
+    uploaded = [
+        e for e in audit(live, "files.upload") if e["target"] == "files:presume/par-resume.bin"
+    ]
+    assert len(uploaded) == 1
+    assert sorted(uploaded[0]["details"]["partials"]) == sorted(
+        url.rsplit("/", 1)[-1] for url in urls
+    )
+
+
 def test_a_partial_download_resumes_with_a_range_and_bad_bytes_are_caught(
     live: Live, tmp_path: Path
 ) -> None:
