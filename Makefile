@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/datasets.py
 	$(BIN)/python bench/consent.py
+	$(BIN)/python bench/files.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

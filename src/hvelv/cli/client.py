@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ class Client:
     def __init__(self, login: StoredLogin, timeout: float = 30.0) -> None:
         self.login = login
         self.http = httpx.Client(base_url=login.url, timeout=timeout)
+        self._lock = threading.Lock()  # one refresh at a time (a used refresh token ends it)
 
     @classmethod
     def from_store(cls) -> Client:
@@ -106,10 +108,15 @@ class Client:
         self.login.expires_at = data["expires_at"]
         self.login.save()
 
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header, refreshing the access token first when it is due."""
+        with self._lock:
+            if self.login.expires_at - 30 < time.time():
+                self._refresh()
+            return {"Authorization": f"Bearer {self.login.access_token}"}
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        if self.login.expires_at - 30 < time.time():
-            self._refresh()
-        headers = {"Authorization": f"Bearer {self.login.access_token}"}
+        headers = self.auth_headers()
         try:
             response = self.http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
