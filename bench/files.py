@@ -8,7 +8,7 @@ temporary directory on the same filesystem as the measurements. In one run:
   client (`hvelv upload` code: streamed 64 MiB PATCHes, SHA-256 verified against the
   server's afterwards), single stream and ``--parallel 4`` (tus concatenation);
 * download of the stored file through the API (streamed, discarded) against reading the
-  raw stored object file (the encrypted segments under HOME/objects) with
+  raw stored object file (the encrypted segments under HOME/blobs/objects) with
   ``dd of=/dev/null`` (both page-cached, as the object was just written);
 * the peak RSS (VmHWM) of a freshly started server process while a file of
   ``--rss-size-mib`` is uploaded and downloaded.
@@ -296,7 +296,7 @@ def main() -> None:
 
         source = work / "source.bin"
         random_file(source, size)
-        objects = home / "objects"
+        objects = home / "blobs" / "objects"
         with server(env, work / "server.log") as (url, process):
             remote = setup(url, home, env)
             start_mib = status_kb(process.pid, "VmRSS") / 1024

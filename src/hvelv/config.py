@@ -139,7 +139,7 @@ class Settings(BaseSettings):
         description="Plaintext bytes per encrypted segment of stored files.",
     )
     upload_part_bytes: int = Field(
-        default=16 * 1024 * 1024,
+        default=8 * 1024 * 1024,
         ge=64 * 1024,
         le=512 * 1024 * 1024,
         description="Bytes stored (and made durable) per write while an upload streams.",

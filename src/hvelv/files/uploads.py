@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import secrets
 import threading
 import uuid
@@ -42,7 +44,10 @@ from hvelv.projects import keys
 from hvelv.projects.models import Project
 from hvelv.storage.base import ObjectNotFoundError, UploadNotFoundError, plan_segment_size
 
-BOOT: Final = uuid.uuid4().hex[:12]  # this process; a restart gets a new one
+BOOT: Final = uuid.uuid4().hex[:12]
+PARTS_IN_FLIGHT: Final = (
+    2  # parts encrypted but not yet stored, per upload  # this process; a restart gets a new one
+)
 
 
 class Gone(HvelvError):
@@ -400,7 +405,13 @@ class LeaseLost(Conflict):
 
 
 class PartWriter:
-    """Feeds plaintext to the segment writer and stores whole segments as parts."""
+    """Feeds plaintext to the segment writer and stores whole segments as parts.
+
+    Encryption happens in the caller's thread; storing parts (write + fsync + the offset
+    record) happens in one writer thread per upload, at most :data:`PARTS_IN_FLIGHT` parts
+    behind, so receiving, encrypting and writing overlap. When the writer falls behind,
+    ``feed`` blocks, which stops reading the request body (TCP back-pressure).
+    """
 
     def __init__(self, platform: Platform, lease: Lease) -> None:
         self.platform = platform
@@ -416,6 +427,12 @@ class PartWriter:
         # ``stored`` counts the plaintext in stored parts only
         self.initial = lease.upload.offset
         self.stored = self.writer.plaintext_length - self.writer.buffered
+        self.handed = self.stored  # plaintext given to the writer thread (stored or queued)
+        self._queue: queue.Queue[tuple[bytes | bytearray, int] | None] = queue.Queue(
+            maxsize=PARTS_IN_FLIGHT
+        )
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     @property
     def writer(self) -> SegmentWriter:
@@ -433,13 +450,45 @@ class PartWriter:
             self._write_part(batch, len(batch) * self.writer.segment_size)
 
     def _write_part(self, segments: list[bytearray], plaintext: int) -> None:
-        # renew the lease (recording what is durable so far) before writing the part
-        self._record(self.durable())
+        """Hand a part to the writer thread (blocks while it is PARTS_IN_FLIGHT behind)."""
+        self._raise_stored_error()
         data = segments[0] if len(segments) == 1 else b"".join(segments)
-        live = self.lease.live
-        self.store.write_part(self.lease.blob.key, self.lease.store_upload_id, live.next_part, data)
-        live.next_part += 1
-        self.stored += plaintext
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._store_parts, name=f"upload-{self.lease.upload_id[:8]}", daemon=True
+            )
+            self._thread.start()
+        self.handed += plaintext
+        self._queue.put((data, plaintext))
+
+    def _store_parts(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain after a failure; nothing more is stored
+            data, plaintext = item
+            try:
+                # renew the lease (recording what is durable so far), then store the part
+                self._record(self.durable())
+                live = self.lease.live
+                self.store.write_part(
+                    self.lease.blob.key, self.lease.store_upload_id, live.next_part, data
+                )
+                live.next_part += 1
+                self.stored += plaintext
+            except BaseException as exc:  # handed to the request thread
+                self._error = exc
+
+    def _settle(self) -> None:
+        """Wait until every handed-over part is stored; raise what the writer hit."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._raise_stored_error()
+
+    def _raise_stored_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def _record(self, offset: int, *, release: bool = False) -> None:
         settings = self.platform.settings
@@ -464,6 +513,7 @@ class PartWriter:
         if self.ready:
             batch, self.ready = self.ready, []
             self._write_part(batch, len(batch) * self.writer.segment_size)
+        self._settle()
         offset = self.writer.plaintext_length
         tail_key = _tail_key(self.lease.upload)
         if self.writer.buffered:
@@ -477,7 +527,8 @@ class PartWriter:
         """The last byte arrived: store the final part, complete the blob, record the file."""
         final = self.writer.finish()
         batch, self.ready = [*self.ready, final], []
-        self._write_part(batch, self.writer.plaintext_length - self.stored)
+        self._write_part(batch, self.writer.plaintext_length - self.handed)
+        self._settle()
         live = self.lease.live
         blob = self.lease.blob
         self.store.complete(blob.key, self.lease.store_upload_id, list(range(1, live.next_part)))
@@ -503,6 +554,8 @@ class PartWriter:
         and release the lease if it is still ours. Never raises."""
         _remember(self.lease.upload_id, None)
         try:
+            with contextlib.suppress(BaseException):
+                self._settle()
             self.discard()
         except Exception:  # the original error matters more
             logging.getLogger("hvelv.files").exception("could not release an upload lease")

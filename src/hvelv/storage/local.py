@@ -178,6 +178,8 @@ class LocalBlobStore(BlobStore):
         try:
             end = check_range(start, end, os.fstat(f.fileno()).st_size)
             f.seek(start)
+            # a range is read front to back: ask the kernel for a larger read-ahead
+            os.posix_fadvise(f.fileno(), start, end - start, os.POSIX_FADV_SEQUENTIAL)
         except BaseException:
             f.close()
             raise
