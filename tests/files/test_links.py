@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from hvelv.files.models import UploadLink
 from hvelv.platform import Platform
-from tests.files.support import create, download, patch, upload
+from tests.files.support import TUS, create, download, metadata, patch, upload
 from tests.support.people import Person
 
 
@@ -95,3 +95,50 @@ def test_only_owners_and_data_managers_manage_links(
         headers=people["owner"].headers,
     )
     assert too_long.status_code == 422
+
+
+def test_a_parallel_upload_through_a_link_is_one_use(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    link = make_link(client, project, people["owner"].headers, max_uses=1, max_bytes=100)
+    bearer = {"Authorization": f"Bearer {link['token']}"}
+    url = f"/v1/projects/{project}/files/import/uploads"
+    partials = []
+    for piece in (b"first half ", b"second half"):
+        made = client.post(
+            url,
+            headers={**bearer, **TUS, "Upload-Length": str(len(piece)), "Upload-Concat": "partial"},
+        )
+        assert made.status_code == 201, made.text
+        assert patch(client, made.headers["Location"], bearer, 0, piece).status_code == 204
+        partials.append(made.headers["Location"])
+    final = client.post(
+        url,
+        headers={
+            **bearer,
+            **TUS,
+            "Upload-Concat": "final;" + " ".join(partials),
+            "Upload-Metadata": metadata(filename="both.txt"),
+        },
+    )
+    assert final.status_code == 201, final.text
+    got = download(client, project, people["member"].headers, "both.txt", area="import")
+    assert got.content == b"first half second half"
+    assert create(client, project, bearer, 1, area="import").status_code == 403  # used up
+
+
+def test_browser_null_relative_path_falls_back_to_the_file_name(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    h = people["member"].headers
+    response = client.post(
+        f"/v1/projects/{project}/files/files/uploads",
+        headers={
+            **h,
+            **TUS,
+            "Upload-Length": "0",
+            "Upload-Metadata": metadata(filename="photo.jpg", relativePath="null"),
+        },
+    )
+    assert response.status_code == 201
+    assert download(client, project, h, "photo.jpg").status_code == 200

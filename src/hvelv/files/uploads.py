@@ -125,10 +125,14 @@ class NewUpload:
     partial: bool = False
 
 
+# browser clients send these for a file picked outside any folder (Uppy: "null")
+_NO_VALUE = frozenset({"null", "undefined"})
+
+
 def _path_from(metadata: dict[str, str | None]) -> str:
     for name in ("relativePath", "filename", "name"):
         value = metadata.get(name)
-        if value:
+        if value and value not in _NO_VALUE:
             return clean_path(value)
     raise InvalidInput(
         "Upload-Metadata must name the file (filename, or relativePath for a folder upload)",
@@ -173,7 +177,12 @@ def _check_space(platform: Platform, session: Session, project: Project, length:
             )
 
 
-def _use_link(session: Session, link_id: str, length: int) -> None:
+def _use_link(session: Session, link_id: str, length: int, *, count_use: bool) -> None:
+    """Reserve ``length`` bytes of a link's allowance; count one use per file delivered.
+
+    The parts of a parallel (concatenated) upload reserve their bytes but are one use,
+    counted by the final upload; a partial still needs a use to be left.
+    """
     link = session.get(UploadLink, link_id)
     if link is None:  # authenticated a moment ago in this transaction
         raise NotFound("no such upload link")
@@ -185,7 +194,8 @@ def _use_link(session: Session, link_id: str, length: int) -> None:
             "link_size_exceeded",
             f"the upload link allows {link.max_bytes - link.bytes_reserved} more bytes",
         )
-    link.uses += 1
+    if count_use:
+        link.uses += 1
     link.bytes_reserved += length
 
 
@@ -197,7 +207,7 @@ def create(
     content_type = _content_type(new.metadata)
     _check_space(platform, session, project, new.length)
     if new.link_id is not None:
-        _use_link(session, new.link_id, new.length)
+        _use_link(session, new.link_id, new.length, count_use=not new.partial)
     store = platform.store()
     storage_key, oid = new_blob_name(project.pid)
     key_id, raw = keys.new_data_key(session, platform.keyring, project.pid)
@@ -660,6 +670,8 @@ def concatenate(
     path = _path_from(new.metadata)
     content_type = _content_type(new.metadata)
     parts = _partials(session, project, new, partial_ids)  # again: things may have moved on
+    if new.link_id is not None:
+        _use_link(session, new.link_id, 0, count_use=True)
     blobs = [_blob_of(p) for p in parts]
     length = sum(p.length for p in parts)
     now = now_utc()
