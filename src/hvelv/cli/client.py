@@ -95,6 +95,15 @@ class Client:
             fail("not logged in; run `hvelv login` first")
         return cls(login)
 
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _refresh(self) -> None:
         response = self.http.post(
             "/v1/auth/refresh", json={"refresh_token": self.login.refresh_token}
@@ -125,3 +134,9 @@ class Client:
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+
+def call(method: str, path: str, **kwargs: Any) -> Any:
+    """One request as the stored login; the connection is closed afterwards."""
+    with Client.from_store() as client:
+        return client.request(method, path, **kwargs)

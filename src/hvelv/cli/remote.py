@@ -11,7 +11,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from hvelv.cli.client import ApiError, Client, StoredLogin, raise_for
+from hvelv.cli.client import ApiError, Client, StoredLogin, call, raise_for
 from hvelv.cli.output import console, fail, print_json, show_qr
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -119,7 +119,7 @@ def logout() -> None:
 @api_errors
 def whoami(as_json: JsonOption = False) -> None:
     """Show the logged-in user and their project roles."""
-    data = Client.from_store().request("GET", "/v1/me")
+    data = call("GET", "/v1/me")
     if as_json:
         print_json(data)
         return
@@ -153,7 +153,7 @@ def project_create(
         "purposes": [{"code": p} for p in purpose],
         "description": description,
     }
-    data = Client.from_store().request("POST", "/v1/projects", json=body)
+    data = call("POST", "/v1/projects", json=body)
     if as_json:
         print_json(data)
     else:
@@ -164,7 +164,7 @@ def project_create(
 @api_errors
 def project_list(as_json: JsonOption = False) -> None:
     """Projects you can see."""
-    data = Client.from_store().request("GET", "/v1/projects")
+    data = call("GET", "/v1/projects")
     if as_json:
         print_json(data)
         return
@@ -184,7 +184,7 @@ def project_list(as_json: JsonOption = False) -> None:
 @api_errors
 def project_show(pid: Pid, as_json: JsonOption = False) -> None:
     """One project."""
-    data = Client.from_store().request("GET", f"/v1/projects/{pid}")
+    data = call("GET", f"/v1/projects/{pid}")
     if as_json:
         print_json(data)
         return
@@ -199,7 +199,7 @@ def project_status(
     status: Annotated[str, typer.Argument(help="active, frozen or closed.")],
 ) -> None:
     """Freeze, close or reactivate a project (operators)."""
-    Client.from_store().request("PATCH", f"/v1/projects/{pid}/admin", json={"status": status})
+    call("PATCH", f"/v1/projects/{pid}/admin", json={"status": status})
     console.print(f"{pid} is now {status}")
 
 
@@ -207,7 +207,7 @@ def project_status(
 @api_errors
 def project_rotate_key(pid: Pid) -> None:
     """Rotate the project key (data keys are re-wrapped, data is not re-encrypted)."""
-    data = Client.from_store().request("POST", f"/v1/projects/{pid}/keys/rotate")
+    data = call("POST", f"/v1/projects/{pid}/keys/rotate")
     console.print(
         f"{pid}: key version {data['version']}, {data['rewrapped_data_keys']} data keys re-wrapped"
     )
@@ -221,9 +221,7 @@ RoleArg = Annotated[str, typer.Option(help="owner, data_manager, member or audit
 @api_errors
 def member_add(pid: Pid, username: str, role: RoleArg = "member") -> None:
     """Give a user a role in a project."""
-    Client.from_store().request(
-        "POST", f"/v1/projects/{pid}/members", json={"username": username, "role": role}
-    )
+    call("POST", f"/v1/projects/{pid}/members", json={"username": username, "role": role})
     console.print(f"{username} is now {role} in {pid}")
 
 
@@ -236,7 +234,7 @@ def member_remove(
 ) -> None:
     """Remove a user's role (or all roles) in a project."""
     params = {"role": role} if role else {}
-    Client.from_store().request("DELETE", f"/v1/projects/{pid}/members/{username}", params=params)
+    call("DELETE", f"/v1/projects/{pid}/members/{username}", params=params)
     console.print(f"removed {username} from {pid}")
 
 
@@ -244,7 +242,7 @@ def member_remove(
 @api_errors
 def member_list(pid: Pid, as_json: JsonOption = False) -> None:
     """Members of a project."""
-    data = Client.from_store().request("GET", f"/v1/projects/{pid}/members")
+    data = call("GET", f"/v1/projects/{pid}/members")
     if as_json:
         print_json(data)
         return
@@ -265,7 +263,7 @@ def apikey_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an API key; its secret is shown once."""
-    data = Client.from_store().request(
+    data = call(
         "POST",
         f"/v1/projects/{pid}/api-keys",
         json={"name": name, "actions": action, "expires_in_days": days},
@@ -281,7 +279,7 @@ def apikey_create(
 @api_errors
 def apikey_revoke(pid: Pid, key_id: str) -> None:
     """Revoke an API key."""
-    Client.from_store().request("DELETE", f"/v1/projects/{pid}/api-keys/{key_id}")
+    call("DELETE", f"/v1/projects/{pid}/api-keys/{key_id}")
     console.print(f"revoked {key_id}")
 
 
@@ -289,7 +287,7 @@ def apikey_revoke(pid: Pid, key_id: str) -> None:
 @api_errors
 def apikey_list(pid: Pid, as_json: JsonOption = False) -> None:
     """A project's API keys."""
-    data = Client.from_store().request("GET", f"/v1/projects/{pid}/api-keys")
+    data = call("GET", f"/v1/projects/{pid}/api-keys")
     if as_json:
         print_json(data)
         return
@@ -315,7 +313,7 @@ def audit_list(
     if action:
         params["action"] = action
     path = f"/v1/projects/{pid}/audit" if pid else "/v1/audit"
-    data = Client.from_store().request("GET", path, params=params)
+    data = call("GET", path, params=params)
     if as_json:
         print_json(data)
         return
