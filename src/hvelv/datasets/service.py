@@ -30,7 +30,7 @@ import hashlib
 import io
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -73,6 +73,7 @@ __all__ = [
     "QuerySpec",
     "create_version",
     "get_dataset",
+    "ingest_source",
     "list_datasets",
     "run_query",
     "update_dataset",
@@ -259,7 +260,7 @@ def version_of(
 @dataclass(frozen=True)
 class IngestSpec:
     name: str
-    area: Area
+    area: Area | None
     path: str
     options: IngestOptions
     description: str | None = None
@@ -280,10 +281,22 @@ def create_version(
     *,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Dataset, DatasetVersionRow, IngestReport]:
-    """Ingest a stored file as a new version of dataset ``spec.name`` (created if new).
+    """Ingest a stored file (``spec.area``/``spec.path``) as a new version of ``spec.name``.
 
     ``session`` is a write session; it is committed before the ingest runs and again at the end.
     """
+    _check_spec(spec)
+    if spec.area is None:
+        raise InvalidInput("name the area of the file", code="invalid_dataset")
+    stored = catalog.get_live(session, pid, spec.area, spec.path)
+    reader = FileReader(platform, session, pid, blobs_of(stored.blobs))
+    source = cast(IO[bytes], FileStream(reader, spec.path.rsplit("/", 1)[-1]))
+    return ingest_source(
+        platform, session, trail, pid, spec, source, file_id=stored.id, progress=progress
+    )
+
+
+def _check_spec(spec: IngestSpec) -> None:
     if spec.name in RESERVED_NAMES:
         raise InvalidInput(f"{spec.name!r} is a reserved name", code="invalid_dataset")
     if spec.data_class not in DATA_CLASSES:
@@ -291,8 +304,23 @@ def create_version(
             f"unknown data class {spec.data_class!r}; one of {', '.join(sorted(DATA_CLASSES))}",
             code="invalid_dataset",
         )
-    stored = catalog.get_live(session, pid, spec.area, spec.path)
-    reader = FileReader(platform, session, pid, blobs_of(stored.blobs))
+
+
+def ingest_source(
+    platform: Platform,
+    session: Session,
+    trail: AuditTrail,
+    pid: str,
+    spec: IngestSpec,
+    source: IO[bytes],
+    *,
+    file_id: str | None = None,
+    allow_synthetic: bool | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Dataset, DatasetVersionRow, IngestReport]:
+    """Ingest a seekable binary source (see :func:`create_version`). ``allow_synthetic``
+    overrides the instance setting (the demo's synthetic cohort)."""
+    _check_spec(spec)
     secrets = ProjectSecrets(session, platform.keyring, pid)
     enrolled = frozenset(
         session.execute(select(Participant.pseudonym).where(Participant.project_id == pid))
@@ -304,6 +332,8 @@ def create_version(
         name = secrets.pseudonym(national_id)
         return name if name in enrolled else None
 
+    if allow_synthetic is None:
+        allow_synthetic = platform.settings.consent_allow_synthetic_ids
     runtime: DatasetRuntime = platform.datasets
     with runtime.ingest_lock(pid):
         registry = ParticipantKeys(runtime.keys(session, pid).pseudonyms())
@@ -315,20 +345,13 @@ def create_version(
         session.commit()  # the data key; no write lock is held while the file is read
         options = spec.options
         now = dt.datetime.now(dt.UTC)
-        source = cast(IO[bytes], FileStream(reader, spec.path.rsplit("/", 1)[-1]))
         try:
             report = ingest(
                 source,
                 name=spec.name,
                 version=0,
                 location=location,
-                options=IngestOptions(
-                    **{
-                        **{f: getattr(options, f) for f in options.__dataclass_fields__},
-                        "allow_synthetic": platform.settings.consent_allow_synthetic_ids,
-                        "today": now.date(),
-                    }
-                ),
+                options=replace(options, allow_synthetic=allow_synthetic, today=now.date()),
                 pseudonymise=pseudonymise,
                 keys=registry,
                 created_by=trail.actor,
@@ -345,7 +368,7 @@ def create_version(
                     target=f"dataset:{spec.name}",
                     request_id=trail.request_id,
                     client=trail.client,
-                    details={"reason": exc.code, "file": stored.id, **_counts(exc)},
+                    details={"reason": exc.code, "file": file_id, **_counts(exc)},
                 )
             )
             raise
@@ -359,7 +382,7 @@ def create_version(
                 spec,
                 version,
                 report,
-                stored.id,
+                file_id,
                 key_id,
                 store_name,
                 known,
@@ -384,7 +407,7 @@ def _record_version(
     spec: IngestSpec,
     version: DatasetVersion,
     report: IngestReport,
-    file_id: str,
+    file_id: str | None,
     key_id: int,
     store_name: str,
     known: int,
@@ -458,7 +481,7 @@ def _record_version(
         rows_rejected=report.rows_rejected,
         participant_column=version.participant_column,
         source_file_id=file_id,
-        source_area=spec.area.value,
+        source_area=spec.area.value if spec.area else None,
         source_path=spec.path,
         source_sha256=lineage.source_sha256,
         source_format=lineage.source_format,
