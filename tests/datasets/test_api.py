@@ -183,6 +183,13 @@ def ingest_and_query(w: World) -> None:
     assert last[0]["ledger_position"] == after.json()["ledger_position"]
     assert last[0]["requester"] == "user:member"
     assert last[0]["use"]["purpose"]["code"] == "HMB"
+    # ... and "which uses relied on my consent" finds the queries for B, not for C
+    owner = w.people["owner"].headers
+    base = f"/v1/projects/{w.pid}/consent/participants"
+    uses_b = w.client.get(f"{base}/{w.pseudonyms['B']}/uses", headers=owner).json()
+    assert "query" in {u["kind"] for u in uses_b}
+    uses_c = w.client.get(f"{base}/{w.pseudonyms['C']}/uses", headers=owner).json()
+    assert uses_c == []
     audit = w.client.get(
         f"/v1/projects/{w.pid}/audit",
         params={"action": "consent.query"},
