@@ -21,7 +21,6 @@ from hvelv.cli.local import (
 from hvelv.cli.output import console, fail, show_qr
 from hvelv.config import Settings
 from hvelv.crypto.keyring import KeyringError, keyring_path
-from hvelv.datasets.demo import seed_demo_dataset
 from hvelv.identity import service as identity
 from hvelv.projects import service as projects
 from hvelv.security import totp
@@ -124,6 +123,8 @@ def seed_demo(settings: Settings) -> dict[str, Any]:
                 }
             )
         return {"project": project.pid, "users": users}
+
+    from hvelv.datasets.demo import seed_demo_dataset  # DuckDB/pyarrow: only when seeding
 
     try:
         seeded: dict[str, Any] = platform.run_as(LOCAL_ACTOR, work)

@@ -8,17 +8,12 @@ audit trail before it runs (see :mod:`hvelv.datasets.service`).
 from __future__ import annotations
 
 import io
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from fastapi import APIRouter, Path, Response
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy.orm import Session
 
-from hvelv.datasets import service
-from hvelv.datasets.ingest import IngestOptions
 from hvelv.datasets.models import Dataset, DatasetVersionRow
 from hvelv.datasets.schemas import (
     ColumnOut,
@@ -36,6 +31,12 @@ from hvelv.files.paths import Area, clean_path
 from hvelv.http.context import Ctx
 from hvelv.http.routing import endpoint
 from hvelv.security.actions import Action
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# hvelv.datasets.service (DuckDB, pyarrow, sqlglot: ~100 MB) is imported by the handlers on first
+# use, so a server that serves no dataset request does not carry it
 
 router = APIRouter(prefix="/v1/projects/{pid}/datasets", tags=["datasets"])
 
@@ -86,6 +87,8 @@ def dataset_out(
     *,
     versions: bool = False,
 ) -> DatasetOut:
+    from hvelv.datasets import service
+
     queryable = current is not None and (
         current.participant_column is not None or not dataset.personal_data
     )
@@ -109,6 +112,8 @@ def dataset_out(
 @endpoint(router, "GET", "", Action.DATASET_READ)
 def list_datasets(pid: Pid, ctx: Ctx) -> list[DatasetOut]:
     """The project's datasets with their current version."""
+    from hvelv.datasets import service
+
     current = service.latest_versions(ctx.session, ctx.pid)
     return [
         dataset_out(ctx.session, d, current.get(d.id))
@@ -130,6 +135,9 @@ def create_dataset_version(pid: Pid, body: DatasetCreate, ctx: Ctx) -> IngestOut
     National ids in ``participant_column`` are replaced by project pseudonyms; rows whose id is
     invalid or not enrolled are reported by row (422 ``ingest_rejected``, nothing stored) unless
     ``keep_valid``."""
+    from hvelv.datasets import service
+    from hvelv.datasets.ingest import IngestOptions
+
     spec = service.IngestSpec(
         name=body.name,
         area=Area(body.source.area),
@@ -168,6 +176,8 @@ def create_dataset_version(pid: Pid, body: DatasetCreate, ctx: Ctx) -> IngestOut
 @endpoint(router, "GET", "/{name}", Action.DATASET_READ, errors=_NOT_FOUND)
 def read_dataset(pid: Pid, name: Name, ctx: Ctx) -> DatasetOut:
     """A dataset with all its versions and their lineage."""
+    from hvelv.datasets import service
+
     dataset = service.get_dataset(ctx.session, ctx.pid, name)
     current = service.latest_versions(ctx.session, ctx.pid).get(dataset.id)
     return dataset_out(ctx.session, dataset, current, versions=True)
@@ -176,6 +186,8 @@ def read_dataset(pid: Pid, name: Name, ctx: Ctx) -> DatasetOut:
 @endpoint(router, "PATCH", "/{name}", Action.DATASET_MANAGE, errors=_NOT_FOUND)
 def update_dataset(pid: Pid, name: Name, body: DatasetPatch, ctx: Ctx) -> DatasetOut:
     """Description, column descriptions, data class and the "no personal data" mark."""
+    from hvelv.datasets import service
+
     dataset = service.get_dataset(ctx.session, ctx.pid, name)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     service.update_dataset(ctx.session, ctx.trail(), dataset, changes)
@@ -187,6 +199,8 @@ def update_dataset(pid: Pid, name: Name, body: DatasetPatch, ctx: Ctx) -> Datase
 @endpoint(router, "GET", "/{name}/versions/{version}", Action.DATASET_READ, errors=_NOT_FOUND)
 def read_version(pid: Pid, name: Name, version: VersionNo, ctx: Ctx) -> VersionOut:
     """One immutable version: schema, row count, lineage."""
+    from hvelv.datasets import service
+
     dataset = service.get_dataset(ctx.session, ctx.pid, name)
     return version_out(dataset, service.get_version(ctx.session, dataset, version))
 
@@ -196,6 +210,10 @@ def _columns(schema: pa.Schema) -> list[ColumnOut]:
 
 
 def _stream(table: pa.Table, fmt: str) -> bytes:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     sink = io.BytesIO()
     if fmt == "csv":
         pacsv.write_csv(table, sink)
@@ -227,6 +245,8 @@ def query(pid: Pid, body: QueryIn, ctx: Ctx) -> Any:
     and arrow give the whole result (``text/csv``, ``application/vnd.apache.parquet``,
     ``application/vnd.apache.arrow.stream``) with the ledger position in headers. The use is
     logged in the consent decision log with the ledger position, and audited."""
+    from hvelv.datasets import service
+
     outcome = service.run_query(
         ctx.platform,
         service.AuditContext(ctx.actor, ctx.request_id, ctx.client),

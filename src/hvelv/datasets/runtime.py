@@ -3,18 +3,24 @@
 Both are accelerators rebuilt from the database and the blob store (API processes stay
 stateless): the engines keep decrypted versions and consent-filtered working copies in memory,
 the registries mirror the append-only ``dataset_participant_keys`` table.
+
+DuckDB, pyarrow and sqlglot are imported on first use, not when the platform starts: a server
+that never serves a dataset request keeps its memory (about 100 MB less).
 """
 
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hvelv.datasets.engine import EngineSettings, QueryEngine, QueryLimits
-from hvelv.datasets.keys import ParticipantKeys
 from hvelv.datasets.models import ParticipantKeyRow
+
+if TYPE_CHECKING:
+    from hvelv.datasets.engine import EngineSettings, QueryEngine, QueryLimits
+    from hvelv.datasets.keys import ParticipantKeys
 
 __all__ = ["DatasetRuntime"]
 
@@ -25,15 +31,37 @@ class DatasetRuntime:
     def __init__(
         self, settings: EngineSettings | None = None, limits: QueryLimits | None = None
     ) -> None:
-        self.settings = settings or EngineSettings(memory_limit="1GB", max_uses=8)
-        self.limits = limits or QueryLimits()
+        self._settings = settings
+        self._limits = limits
         self._engines: dict[str, QueryEngine] = {}
         self._keys: dict[str, ParticipantKeys] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
         self._ingest_locks: dict[str, threading.Lock] = {}
 
+    @property
+    def settings(self) -> EngineSettings:
+        if self._settings is None:
+            from hvelv.datasets.engine import EngineSettings
+
+            self._settings = EngineSettings(memory_limit="1GB", max_uses=8)
+        return self._settings
+
+    @property
+    def limits(self) -> QueryLimits:
+        if self._limits is None:
+            from hvelv.datasets.engine import QueryLimits
+
+            self._limits = QueryLimits()
+        return self._limits
+
+    @limits.setter
+    def limits(self, value: QueryLimits) -> None:
+        self._limits = value
+
     def engine(self, pid: str) -> QueryEngine:
+        from hvelv.datasets.engine import QueryEngine
+
         with self._lock:
             engine = self._engines.get(pid)
             if engine is None:
@@ -47,6 +75,8 @@ class DatasetRuntime:
     def keys(self, session: Session, pid: str) -> ParticipantKeys:
         """The project's key registry, caught up with the table (append-only, so only new rows
         are read). The returned object only grows; callers must not add keys to it."""
+        from hvelv.datasets.keys import ParticipantKeys
+
         with self._lock:
             lock = self._key_locks.setdefault(pid, threading.Lock())
             registry = self._keys.setdefault(pid, ParticipantKeys())
