@@ -17,6 +17,7 @@ from hvelv import __version__
 from hvelv.audit import api as audit_api
 from hvelv.consent import api as consent_api
 from hvelv.consent import participant_api
+from hvelv.datasets import api as datasets_api
 from hvelv.files import api as files_api
 from hvelv.files import maintenance
 from hvelv.files.tus import TUS_RESPONSE_HEADERS
@@ -85,6 +86,7 @@ def create_app(platform: Platform) -> FastAPI:
         files_api.router,
         audit_api.router,
         consent_api.router,
+        datasets_api.router,
         participant_api.router,
     )
     for router in routers:

@@ -14,6 +14,7 @@ from hvelv.audit.trail import AuditTrail
 from hvelv.config import Settings
 from hvelv.consent.decisions import ConsentCache
 from hvelv.crypto.keyring import Keyring, load_keyring
+from hvelv.datasets.runtime import DatasetRuntime
 from hvelv.db import migrate
 from hvelv.db.engine import Database
 from hvelv.security.tokens import TokenSigner
@@ -35,6 +36,8 @@ class Platform:
     _stores: dict[str, BlobStore] = field(default_factory=dict, repr=False)
     # per-process accelerator for consent decisions, rebuilt from the database (stateless)
     consent_cache: ConsentCache = field(default_factory=ConsentCache)
+    # per-process query engines and participant key registries of datasets (also rebuilt)
+    datasets: DatasetRuntime = field(default_factory=DatasetRuntime)
 
     @classmethod
     def open(cls, settings: Settings, *, check_schema: bool = True) -> Platform:
@@ -82,4 +85,5 @@ class Platform:
             return work(AuditTrail(session, self.ledger, actor))
 
     def close(self) -> None:
+        self.datasets.close()
         self.db.dispose()

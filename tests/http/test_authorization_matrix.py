@@ -26,6 +26,8 @@ SAMPLE_PARAMS = {
     "upload_id": "0" * 32,
     "file_id": "0" * 32,
     "path": "folder/file.txt",
+    "name": "visits",
+    "version": "1",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hvelv import __version__
-from hvelv.cli import consent, files, local, notify, remote, serve
+from hvelv.cli import consent, datasets, files, local, notify, remote, serve
 
 app = typer.Typer(
     name="hvelv",
@@ -53,6 +53,7 @@ app.add_typer(remote.project_app, name="project")
 app.add_typer(remote.member_app, name="member")
 app.add_typer(remote.apikey_app, name="apikey")
 files.register(app)
+datasets.register(app)
 
 
 @app.command("version")

@@ -124,8 +124,13 @@ def seed_demo(settings: Settings) -> dict[str, Any]:
             )
         return {"project": project.pid, "users": users}
 
+    from hvelv.datasets.demo import seed_demo_dataset  # DuckDB/pyarrow: only when seeding
+
     try:
         seeded: dict[str, Any] = platform.run_as(LOCAL_ACTOR, work)
+        seeded["datasets"] = platform.run_as(
+            LOCAL_ACTOR, lambda trail: seed_demo_dataset(platform, trail, seeded["project"])
+        )
     finally:
         platform.close()
     path = settings.home / DEMO_FILE
@@ -133,6 +138,20 @@ def seed_demo(settings: Settings) -> dict[str, Any]:
     with os.fdopen(fd, "w") as handle:
         json.dump(seeded, handle, indent=2)
     return seeded
+
+
+def _print_demo_query(seeded: dict[str, Any]) -> None:
+    data = seeded.get("datasets")
+    if not data:
+        return
+    console.print(
+        f"Demo dataset [bold]{data['dataset']}[/] ({data['dataset_rows']} synthetic visits; "
+        f"{data['consenting']} of {data['participants']} participants consent to health "
+        "research). As bjorn, after logging in:\n"
+        f'  hvelv query "{data["query"]}" --purpose DUO:0000006 --project {seeded["project"]}',
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def demo(
@@ -173,5 +192,6 @@ def demo(
             f"Open: {settings.base_url}/healthz  ·  "
             f"API: {settings.base_url}/v1/openapi.json"
         )
+        _print_demo_query(seeded)
     if not no_serve:
         _run(settings, 1)

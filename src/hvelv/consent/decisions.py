@@ -41,7 +41,10 @@ from hvelv.consent.service import events_of, published_templates
 from hvelv.consent.snapshot import ConsentIndex, Snapshot
 from hvelv.projects.models import Project
 
-__all__ = ["ConsentCache", "decide_one", "decision_log", "relied_on", "snapshot"]
+#: decision log kinds that hold a bulk snapshot (recomputed per participant by relied_on)
+BULK_KINDS = ("snapshot", "query")
+
+__all__ = ["BULK_KINDS", "ConsentCache", "decide_one", "decision_log", "relied_on", "snapshot"]
 
 
 @dataclass
@@ -206,7 +209,11 @@ def snapshot(
     at: dt.datetime,
     *,
     age_of_majority: int,
+    kind: str = "snapshot",
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Snapshot, DecisionLogEntry]:
+    """A bulk snapshot for ``use``, logged as ``kind`` (``snapshot``, or ``query`` when a dataset
+    query relies on it; ``extra`` goes into the audit event)."""
     approval = approval_of(project)
     with cache.current(session, project.pid, age_of_majority) as index:
         result = index.snapshot(use, at, approval=approval)
@@ -214,13 +221,13 @@ def snapshot(
         session,
         trail,
         project,
-        kind="snapshot",
+        kind=kind,
         use=use,
         at=at,
         position=result.ledger_position,
         permitted=len(result.pseudonyms),
         participant=None,
-        extra={"permitted": len(result.pseudonyms)},
+        extra={"permitted": len(result.pseudonyms), **(extra or {})},
     )
     return result, entry
 
@@ -235,7 +242,7 @@ def relied_on(
             DecisionLogEntry.project_id == participant.project_id,
             or_(
                 DecisionLogEntry.participant_id == participant.id,
-                DecisionLogEntry.kind == "snapshot",
+                DecisionLogEntry.kind.in_(BULK_KINDS),
             ),
         )
         .order_by(DecisionLogEntry.id)

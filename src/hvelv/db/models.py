@@ -2,6 +2,7 @@
 
 from hvelv.audit import models as audit_models
 from hvelv.consent import models as consent_models
+from hvelv.datasets import models as dataset_models
 from hvelv.db.base import Base
 from hvelv.files import models as file_models
 from hvelv.identity import models as identity_models
@@ -12,6 +13,7 @@ __all__ = [
     "Base",
     "audit_models",
     "consent_models",
+    "dataset_models",
     "file_models",
     "identity_models",
     "notify_models",

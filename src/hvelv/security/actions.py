@@ -81,6 +81,9 @@ class Action(StrEnum):
     CONSENT_LOG_READ = "consent_log.read"
     CONSENT_DELETION_READ = "consent_deletion.read"
     CONSENT_DELETION_COMPLETE = "consent_deletion.complete"
+    DATASET_READ = "dataset.read"
+    DATASET_MANAGE = "dataset.manage"
+    DATASET_QUERY = "dataset.query"
     # participants
     PARTICIPANT_LOGIN = "participant.login"
     PARTICIPANT_READ = "participant.read"
@@ -158,6 +161,12 @@ ACTIONS: dict[Action, ActionInfo] = {
     ),
     Action.CONSENT_DELETION_READ: ActionInfo(_P, writes=False, roles=_MANAGERS, inactive_ok=True),
     Action.CONSENT_DELETION_COMPLETE: ActionInfo(_P, writes=True, roles=_MANAGERS),
+    # datasets: data managers ingest and manage; researchers list and query (a query's consent
+    # snapshot and audit event are written in their own short transaction, so the request
+    # itself only reads)
+    Action.DATASET_READ: ActionInfo(_P, writes=False, roles=_RESEARCHERS),
+    Action.DATASET_MANAGE: ActionInfo(_P, writes=True, roles=frozenset({Role.DATA_MANAGER})),
+    Action.DATASET_QUERY: ActionInfo(_P, writes=False, roles=_RESEARCHERS),
     Action.PARTICIPANT_LOGIN: ActionInfo(Scope.PUBLIC, writes=True),
     Action.PARTICIPANT_READ: ActionInfo(Scope.PARTICIPANT, writes=False),
     Action.PARTICIPANT_CONSENT: ActionInfo(Scope.PARTICIPANT, writes=True),

@@ -1,0 +1,289 @@
+"""Routes: /v1/projects/{pid}/datasets — ingest, datasets and versions, consent-enforced queries.
+
+Data managers ingest and manage datasets; members (and owners and data managers) list them and
+query; auditors and operators do neither. A query is logged in the consent decision log and the
+audit trail before it runs (see :mod:`hvelv.datasets.service`).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Path, Response
+from fastapi.encoders import jsonable_encoder
+from sqlalchemy.orm import Session
+
+from hvelv.datasets.models import Dataset, DatasetVersionRow
+from hvelv.datasets.schemas import (
+    ColumnOut,
+    DatasetCreate,
+    DatasetOut,
+    DatasetPatch,
+    IngestOut,
+    LineageOut,
+    QueryIn,
+    QueryOut,
+    RejectionOut,
+    VersionOut,
+)
+from hvelv.files.paths import Area, clean_path
+from hvelv.http.context import Ctx
+from hvelv.http.routing import endpoint
+from hvelv.security.actions import Action
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# hvelv.datasets.service (DuckDB, pyarrow, sqlglot: ~100 MB) is imported by the handlers on first
+# use, so a server that serves no dataset request does not carry it
+
+router = APIRouter(prefix="/v1/projects/{pid}/datasets", tags=["datasets"])
+
+Pid = Annotated[str, Path(pattern=r"^p[0-9]{4,9}$", description="Project id, e.g. p1001")]
+Name = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Dataset name")]
+VersionNo = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+_NOT_FOUND = {404: "No such dataset, version or file"}
+_CONFLICT = {409: "Conflicts with the current state"}
+MEDIA = {
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+    "arrow": "application/vnd.apache.arrow.stream",
+}
+
+
+def version_out(dataset: Dataset, row: DatasetVersionRow) -> VersionOut:
+    described = dataset.column_descriptions or {}
+    return VersionOut(
+        dataset=dataset.name,
+        version=row.version,
+        rows=row.rows,
+        rows_rejected=row.rows_rejected,
+        rejections=row.rejections or {},
+        participant_column=row.participant_column,
+        columns=[
+            ColumnOut(name=c["name"], type=c["type"], description=described.get(c["name"]))
+            for c in row.columns
+        ],
+        stored_bytes=row.stored_bytes,
+        lineage=LineageOut(
+            source_file_id=row.source_file_id,
+            source_area=row.source_area,
+            source_path=row.source_path,
+            source_sha256=row.source_sha256,
+            source_format=row.source_format,
+            rules=row.rules,
+            created_by=row.created_by,
+            created_at=row.created_at,
+        ),
+    )
+
+
+def dataset_out(
+    session: Session,
+    dataset: Dataset,
+    current: DatasetVersionRow | None,
+    *,
+    versions: bool = False,
+) -> DatasetOut:
+    from hvelv.datasets import service
+
+    queryable = current is not None and (
+        current.participant_column is not None or not dataset.personal_data
+    )
+    return DatasetOut(
+        name=dataset.name,
+        description=dataset.description,
+        column_descriptions=dataset.column_descriptions or {},
+        data_class=dataset.data_class,
+        personal_data=dataset.personal_data,
+        queryable=queryable,
+        created_at=dataset.created_at,
+        updated_at=dataset.updated_at,
+        current_version=current.version if current else None,
+        rows=current.rows if current else None,
+        versions=[version_out(dataset, v) for v in service.versions_of(session, dataset)]
+        if versions
+        else None,
+    )
+
+
+@endpoint(router, "GET", "", Action.DATASET_READ)
+def list_datasets(pid: Pid, ctx: Ctx) -> list[DatasetOut]:
+    """The project's datasets with their current version."""
+    from hvelv.datasets import service
+
+    current = service.latest_versions(ctx.session, ctx.pid)
+    return [
+        dataset_out(ctx.session, d, current.get(d.id))
+        for d in service.list_datasets(ctx.session, ctx.pid)
+    ]
+
+
+@endpoint(
+    router,
+    "POST",
+    "",
+    Action.DATASET_MANAGE,
+    status_code=201,
+    errors={**_NOT_FOUND, **_CONFLICT},
+)
+def create_dataset_version(pid: Pid, body: DatasetCreate, ctx: Ctx) -> IngestOut:
+    """Ingest a file of the import or files area as a new, immutable version of a dataset.
+
+    National ids in ``participant_column`` are replaced by project pseudonyms; rows whose id is
+    invalid or not enrolled are reported by row (422 ``ingest_rejected``, nothing stored) unless
+    ``keep_valid``."""
+    from hvelv.datasets import service
+    from hvelv.datasets.ingest import IngestOptions
+
+    spec = service.IngestSpec(
+        name=body.name,
+        area=Area(body.source.area),
+        path=clean_path(body.source.path),
+        description=body.description,
+        column_descriptions=body.column_descriptions,
+        data_class=body.data_class,
+        options=IngestOptions(
+            participant_column=body.participant_column,
+            participant_output=body.participant_output,
+            format=body.format,
+            drop=frozenset(body.drop),
+            generalise=dict(body.generalise),
+            keep_valid=body.keep_valid,
+            personal_data=body.personal_data,
+            delimiter=body.delimiter,
+            header=body.header,
+            encoding=body.encoding,
+        ),
+    )
+    dataset, row, report = service.create_version(
+        ctx.platform, ctx.session, ctx.trail(), ctx.pid, spec
+    )
+    summary = report.summary()
+    return IngestOut(
+        version=version_out(dataset, row),
+        rows_read=summary["rows_read"],
+        rows_loaded=summary["rows_loaded"],
+        rows_rejected=summary["rows_rejected"],
+        reasons=summary["reasons"],
+        rejections=[RejectionOut(**r) for r in summary["rejections"]],
+        rejections_truncated=summary["rejections_truncated"],
+    )
+
+
+@endpoint(router, "GET", "/{name}", Action.DATASET_READ, errors=_NOT_FOUND)
+def read_dataset(pid: Pid, name: Name, ctx: Ctx) -> DatasetOut:
+    """A dataset with all its versions and their lineage."""
+    from hvelv.datasets import service
+
+    dataset = service.get_dataset(ctx.session, ctx.pid, name)
+    current = service.latest_versions(ctx.session, ctx.pid).get(dataset.id)
+    return dataset_out(ctx.session, dataset, current, versions=True)
+
+
+@endpoint(router, "PATCH", "/{name}", Action.DATASET_MANAGE, errors=_NOT_FOUND)
+def update_dataset(pid: Pid, name: Name, body: DatasetPatch, ctx: Ctx) -> DatasetOut:
+    """Description, column descriptions, data class and the "no personal data" mark."""
+    from hvelv.datasets import service
+
+    dataset = service.get_dataset(ctx.session, ctx.pid, name)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    service.update_dataset(ctx.session, ctx.trail(), dataset, changes)
+    ctx.commit()
+    current = service.latest_versions(ctx.session, ctx.pid).get(dataset.id)
+    return dataset_out(ctx.session, dataset, current)
+
+
+@endpoint(router, "GET", "/{name}/versions/{version}", Action.DATASET_READ, errors=_NOT_FOUND)
+def read_version(pid: Pid, name: Name, version: VersionNo, ctx: Ctx) -> VersionOut:
+    """One immutable version: schema, row count, lineage."""
+    from hvelv.datasets import service
+
+    dataset = service.get_dataset(ctx.session, ctx.pid, name)
+    return version_out(dataset, service.get_version(ctx.session, dataset, version))
+
+
+def _columns(schema: pa.Schema) -> list[ColumnOut]:
+    return [ColumnOut(name=f.name, type=str(f.type)) for f in schema]
+
+
+def _stream(table: pa.Table, fmt: str) -> bytes:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    if fmt == "csv":
+        pacsv.write_csv(table, sink)
+    elif fmt == "parquet":
+        pq.write_table(table, sink, compression="zstd")
+    else:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    return sink.getvalue()
+
+
+@endpoint(
+    router,
+    "POST",
+    "/query",
+    Action.DATASET_QUERY,
+    errors={
+        403: "Not allowed, or the purpose is not one of the project's approved purposes",
+        409: "A dataset read is not queryable",
+        422: "Invalid input, or a row, byte or time limit was exceeded",
+    },
+    response_model=QueryOut,
+)
+def query(pid: Pid, body: QueryIn, ctx: Ctx) -> Any:
+    """Run one SELECT (DuckDB dialect) over the project's datasets for a declared purpose.
+
+    Only rows of participants whose current consent covers the use (purpose, action, the
+    datasets' data class, you) are visible. ``format`` json gives one page of rows; csv, parquet
+    and arrow give the whole result (``text/csv``, ``application/vnd.apache.parquet``,
+    ``application/vnd.apache.arrow.stream``) with the ledger position in headers. The use is
+    logged in the consent decision log with the ledger position, and audited."""
+    from hvelv.datasets import service
+
+    outcome = service.run_query(
+        ctx.platform,
+        service.AuditContext(ctx.actor, ctx.request_id, ctx.client),
+        ctx.pid,
+        service.QuerySpec(
+            sql=body.sql,
+            purpose=body.purpose,
+            disease=body.disease,
+            action=body.action,
+            requester_institution=body.requester_institution,
+        ),
+    )
+    ctx.close()  # nothing more to read; do not hold a connection while serialising
+    result = outcome.result
+    table = result.table
+    if body.format != "json":
+        headers = {
+            "X-Hvelv-Ledger-Position": str(result.ledger_position),
+            "X-Hvelv-Rows": str(table.num_rows),
+            "X-Hvelv-Datasets": ",".join(result.datasets),
+            "X-Hvelv-Log-Ids": ",".join(str(i) for i in outcome.log_ids),
+        }
+        return Response(_stream(table, body.format), media_type=MEDIA[body.format], headers=headers)
+    start = (body.page - 1) * body.limit
+    page = table.slice(start, body.limit) if start < table.num_rows else table.slice(0, 0)
+    rows = [list(r) for r in zip(*(c.to_pylist() for c in page.columns), strict=True)]
+    more = start + body.limit < table.num_rows
+    return QueryOut(
+        columns=_columns(table.schema),
+        rows=jsonable_encoder(rows),
+        total_rows=table.num_rows,
+        page=body.page,
+        limit=body.limit,
+        next_page=body.page + 1 if more else None,
+        datasets=list(result.datasets),
+        ledger_position=result.ledger_position,
+        permitted_participants=outcome.permitted,
+        log_ids=list(outcome.log_ids),
+        elapsed_ms=round(result.elapsed_s * 1000, 1),
+    )

@@ -1,0 +1,133 @@
+"""`hvelv dataset create|list|show` and `hvelv query` against a live `hvelv serve`: a local CSV
+is uploaded (tus) and ingested, queried under consent, and a withdrawal recorded by staff shows
+in the next query."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+
+from tests.cli.test_files_cli import Live, _no_shell_settings, live, ok, refused, run
+from tests.consent.conftest import TEXTS
+from tests.support.participants import national_id
+
+__all__ = ["_no_shell_settings", "live"]  # fixtures used here
+
+HMB = "DUO:0000006"
+ITEMS = [{"item_id": "hmb", "effect": "permit", "purpose": {"code": "HMB"}, "actions": ["analyse"]}]
+
+
+def _api(live: Live, method: str, path: str, body: Any = None) -> Any:
+    response = httpx.request(
+        method, f"{live.url}/v1/projects/{live.pid}{path}", json=body, headers=live.headers()
+    )
+    assert response.status_code < 300, response.text
+    return response.json()
+
+
+def _consents(live: Live) -> tuple[list[str], list[str], str]:
+    """Three enrolled participants, the first two consenting to health research."""
+    study = _api(live, "POST", "/consent/studies", {"name": "CLI cohort"})
+    made = _api(
+        live,
+        "POST",
+        f"/consent/studies/{study['id']}/templates",
+        {"title": "Consent", "texts": TEXTS, "items": ITEMS},
+    )
+    version = _api(
+        live,
+        "POST",
+        f"/consent/templates/{made['template_id']}/versions/{made['version']}/publish",
+    )["version_id"]
+    rng = random.Random(5)
+    nids = [national_id(dt.date(1970 + n, 5, 6), rng) for n in range(3)]
+    pseudonyms = []
+    for n, nid in enumerate(nids):
+        p = _api(live, "POST", "/consent/participants", {"national_id": nid})["pseudonym"]
+        pseudonyms.append(p)
+        if n < 2:
+            _api(
+                live,
+                "POST",
+                f"/consent/participants/{p}/events",
+                {"kind": "given", "template_version": version, "choices": {"hmb": True}},
+            )
+    return nids, pseudonyms, version
+
+
+def test_create_list_query_and_withdraw(live: Live, tmp_path: Path) -> None:
+    nids, pseudonyms, _ = _consents(live)
+    source = tmp_path / "cli_visits.csv"
+    lines = ["national_id,score,name"] + [
+        f"{nid},{n * 10 + i},Someone" for n, nid in enumerate(nids) for i in range(n + 1)
+    ]
+    source.write_text("\n".join(lines) + "\n")
+    created = ok(
+        live,
+        "dataset",
+        "create",
+        str(source),
+        "--name",
+        "cli_visits",
+        "--participant-column",
+        "national_id",
+        "--drop",
+        "name",
+    )
+    assert "cli_visits@1: 6 rows loaded" in created.stdout
+    listed = json.loads(ok(live, "dataset", "list", "--json").stdout)
+    assert [d["name"] for d in listed if d["name"] == "cli_visits"] == ["cli_visits"]
+    shown = ok(live, "dataset", "show", "cli_visits").stdout
+    assert "drop:name" in shown
+
+    sql = "SELECT count(*) AS n FROM cli_visits"
+    csv = ok(live, "query", sql, "--purpose", HMB, "--format", "csv").stdout
+    assert csv.split() == ['"n"', "3"]  # 1 + 2 rows of the two who consented
+    table = ok(
+        live, "query", "SELECT participant, score FROM cli_visits ORDER BY 2", "--purpose", HMB
+    )
+    assert pseudonyms[0] in table.stdout
+    assert pseudonyms[2] not in table.stdout
+
+    _api(
+        live,
+        "POST",
+        f"/consent/participants/{pseudonyms[1]}/events",
+        {"kind": "withdrawn", "scope": "stop_use"},
+    )
+    out = tmp_path / "after.parquet"
+    ok(live, "query", "SELECT * FROM cli_visits", "--purpose", HMB, "-o", str(out))
+    after = pq.read_table(io.BytesIO(out.read_bytes()))
+    assert after.column("participant").to_pylist() == [pseudonyms[0]]
+
+    refused(run(live, "query", sql, "--purpose", "DUO:0000042"), "purpose_not_approved", "HTTP 403")
+    refused(run(live, "query", "SELECT * FROM read_csv('x')", "--purpose", HMB), "query_refused")
+
+
+def test_rejected_rows_are_listed_and_nothing_is_stored(live: Live, tmp_path: Path) -> None:
+    good = national_id(dt.date(1980, 1, 2), random.Random(9))
+    bad = tmp_path / "cli_bad.csv"
+    bad.write_text(f"national_id,x\n{good},1\n123,2\n")
+    result = run(
+        live,
+        "dataset",
+        "create",
+        str(bad),
+        "--name",
+        "cli_bad",
+        "--participant-column",
+        "national_id",
+    )
+    assert result.exit_code == 1
+    assert "row 1: not_enrolled" in result.stderr
+    assert "row 2: length" in result.stderr
+    assert "nothing was stored" in result.stderr
+    listed = json.loads(ok(live, "dataset", "list", "--json").stdout)
+    assert "cli_bad" not in [d["name"] for d in listed]
