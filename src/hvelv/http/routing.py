@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.routing import Route
 
-from hvelv.http.context import ACTION_KEY, context
+from hvelv.http.context import ACTION_KEY, CREDENTIAL_KEY, PAGE_COOKIE, context
 from hvelv.security.actions import ACTIONS, Action, Scope
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,6 +81,46 @@ def endpoint(
         return handler
 
     return register
+
+
+def page(
+    router: APIRouter,
+    method: str,
+    path: str,
+    action: Action,
+    *,
+    dependencies: list[Any] | None = None,
+    **kwargs: Any,
+) -> Callable[[F], F]:
+    """A server-rendered page (the participant portal): like :func:`endpoint` (the action is
+    declared and the authorization dependency attached, so :func:`check_routes` checks it), but
+    left out of the OpenAPI document, and the participant session may come from the portal's
+    HttpOnly cookie instead of an Authorization header. ``dependencies`` run after
+    authorization (the portal's CSRF check)."""
+
+    def register(handler: F) -> F:
+        router.add_api_route(
+            path,
+            handler,
+            methods=[method],
+            dependencies=[Depends(context), *(dependencies or [])],
+            openapi_extra={ACTION_KEY: action.value, CREDENTIAL_KEY: PAGE_COOKIE},
+            include_in_schema=False,
+            **kwargs,
+        )
+        return handler
+
+    return register
+
+
+def pages(app: FastAPI) -> list[tuple[str, str, Action]]:
+    """The (method, path, action) of every page route (not in the OpenAPI document)."""
+    found: list[tuple[str, str, Action]] = []
+    for route in app.routes:
+        if isinstance(route, APIRoute) and not route.include_in_schema:
+            action = Action((route.openapi_extra or {})[ACTION_KEY])
+            found.extend((method, route.path, action) for method in sorted(route.methods or ()))
+    return found
 
 
 class UnprotectedRoute(RuntimeError):
