@@ -66,6 +66,8 @@ def render(
             languages=i18n.LANGUAGES,
             native=i18n.NATIVE,
             csrf=cookies.csrf_token(request, binding, session_id),
+            # the language form posts to a public route, which knows no session
+            csrf_public=cookies.csrf_token(request, binding, None),
             here=request.url.path,
             signed_in=signed_in,
             **context,
