@@ -19,7 +19,7 @@ from hvelv.consent import service
 from hvelv.consent.models import DeletionTask
 from hvelv.consent.receipts import verify_receipt
 from hvelv.portal import demo
-from tests.portal.conftest import Portal
+from tests.portal.conftest import ARTIFACTS, Portal
 
 TITLE = "Samtykke til hjerteforskning"
 
@@ -398,4 +398,52 @@ def test_pages_carry_no_participant_data_in_their_addresses(portal: Portal) -> N
         assert not re.search(r"hvp_", url)
     # only the first address carries the (single-use) invitation token
     assert sum("token=" in u for u in seen) == 1
+    context.close()
+
+
+def test_keyboard_only_with_visible_focus(portal: Portal) -> None:
+    context = portal.context("en")
+    page = context.new_page()
+    portal.sign_in(page)
+    portal.give(page, ["Health research on my data"])
+    page.goto(f"{portal.url}/portal/studies/{portal.state().consents[0]['template_id']}")
+    # the first Tab reaches the skip link, which shows itself and leads to the content
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to main content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_visible()
+    page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
+    # tab on to the "say yes" button of the third item and press it, keyboard only
+    target = page.get_by_role("button", name=re.compile(r"^Say yes to this\W+Being contacted"))
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if target.evaluate("b => b === document.activeElement"):
+            break
+    expect(target).to_be_focused()
+    outline = target.evaluate(
+        "b => getComputedStyle(b).outlineStyle + ' ' + getComputedStyle(b).outlineWidth"
+    )
+    assert outline.startswith("solid"), outline
+    assert outline != "solid 0px"
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/portal/done/*")
+    assert portal.state().consents[0]["granted"] == ["hmb", "recontact"]
+    context.close()
+
+
+def test_at_200_percent_zoom_nothing_scrolls_sideways(portal: Portal) -> None:
+    """A 1280 px desktop window at 200 % zoom is a 640 px wide CSS viewport at scale 2."""
+    context = portal.browser.new_context(
+        viewport={"width": 640, "height": 400}, device_scale_factor=2, locale="nb-NO"
+    )
+    page = context.new_page()
+    portal.sign_in(page)
+    for path in ("/portal/", "/portal/history", "/portal/uses", "/portal/withdraw"):
+        page.goto(f"{portal.url}{path}")
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, path
+    page.screenshot(path=str(ARTIFACTS / "overview-zoom200-nb-640x400.png"), full_page=True)
     context.close()
