@@ -21,6 +21,8 @@ from hvelv.consent.receipts import verify_receipt
 from hvelv.portal import demo
 from tests.portal.conftest import ARTIFACTS, Portal
 
+pytestmark = pytest.mark.backend  # a real browser and a live server
+
 TITLE = "Samtykke til hjerteforskning"
 
 

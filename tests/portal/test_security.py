@@ -18,6 +18,8 @@ from hvelv.platform import Platform
 from hvelv.portal import cookies
 from tests.portal.conftest import Portal
 
+pytestmark = pytest.mark.backend  # a real browser and a live server
+
 
 def _csrf(html: str) -> str:
     """The CSRF token of the page's last form (the first is the language form's, which posts
