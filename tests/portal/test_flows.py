@@ -15,10 +15,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from hvelv.audit.trail import AuditTrail
-from hvelv.consent import service
+from hvelv.consent import access, service
 from hvelv.consent.models import DeletionTask
 from hvelv.consent.receipts import verify_receipt
-from hvelv.portal import demo
+from hvelv.portal import cookies, demo
 from tests.portal.conftest import ARTIFACTS, Portal
 
 pytestmark = pytest.mark.backend  # a real browser and a live server
@@ -305,7 +305,8 @@ def test_a_guardian_consents_for_a_child_until_the_child_comes_of_age(portal: Po
     expect(page.locator("ol.timeline > li").first).to_contain_text("Gjort av foresatt")
     portal.check(page, "history-guardian")
 
-    # the child turns of age: the representation ends, the child is asked to consent itself
+    # the child comes of age (the daily review, run as on the 16th birthday): the
+    # representation ends, and the child is asked to consent itself
     birthday = child.birth_date.replace(year=child.birth_date.year + age)
     done = portal.run(
         lambda trail: service.review_representations(
@@ -319,6 +320,40 @@ def test_a_guardian_consents_for_a_child_until_the_child_comes_of_age(portal: Po
     expect(page.get_by_role("status")).to_contain_text("gått over til deltakeren selv")
     portal.check(page, "guardian-ended", reload=False)
     context.close()
+
+    # the child, now of age, signs in (a session as the code step would open) and answers
+    with portal.platform.db.write() as session:
+        opened = access.open_session(
+            session, portal.platform.settings, child, None, assurance="low"
+        )
+    own = portal.context("nb")
+    host = portal.url.split("//", 1)[1].split(":")[0]
+    own.add_cookies(
+        [
+            {
+                "name": cookies.SESSION,
+                "value": cookies.session_value(portal.platform, opened.token),
+                "domain": host,
+                "path": "/portal",
+                "httpOnly": True,
+                "sameSite": "Strict",
+            }
+        ]
+    )
+    page = own.new_page()
+    page.goto(f"{portal.url}/portal/")
+    expect(page.get_by_text(f"Du har fylt {age} år")).to_be_visible()
+    expect(page.get_by_text("Du bestemmer nå selv")).to_be_visible()
+    portal.check(page, "overview-handover")
+    page.get_by_role("link", name="Svar på forespørselen").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Svar på forespørselen")
+    events = portal.events("child")
+    assert [e.kind for e in events] == ["proxy_given", "proxy_ended"]
+    page.get_by_role("link", name="Historikk").click()
+    timeline = page.locator("ol.timeline > li")
+    expect(timeline.nth(0)).to_contain_text("Gjort automatisk")
+    expect(timeline.nth(1)).to_contain_text("Gjort av foresatt")
+    own.close()
 
 
 def test_the_language_switch_is_on_every_page_and_remembered(portal: Portal) -> None:

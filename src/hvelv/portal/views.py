@@ -192,7 +192,7 @@ def timeline(session: Session, participant: Participant, language: str) -> list[
                 seq=row.seq,
                 kind=row.kind,
                 at=row.at,
-                actor=row.actor_kind,
+                actor="system" if row.channel == "system" else row.actor_kind,
                 title=title,
                 choices=[(names.get(k, k), v) for k, v in sorted(row.choices.items())],
                 scope=row.scope,
