@@ -12,6 +12,12 @@ from fastapi.responses import Response
 
 PREFIX = "/portal"
 
+_CONFLICTS = {
+    "consent_participant_under_age": "error.under_age",
+    "consent_proxy_ended": "error.proxy_ended",
+    "consent_proxy_not_representing": "error.proxy_ended",
+    "request_answered": "error.request_answered",
+}
 _ENDED = {
     "session_idle": "ended.session_idle",
     "session_ended": "ended.session_ended",
@@ -24,7 +30,11 @@ def error_page(request: Request, status: int, code: str, message: str) -> Respon
     from hvelv.portal.render import render
 
     heading, text = "error.title", "error.generic"
-    if status == 401:
+    params: dict[str, object] = {}
+    if status == 409:
+        text = _CONFLICTS.get(code, "error.conflict")
+        params = {"age": request.app.state.platform.settings.consent_age_of_majority}
+    elif status == 401:
         heading = "ended.title"
         text = _ENDED.get(code, "ended.unauthenticated")
         if "representation" in message:
@@ -33,7 +43,9 @@ def error_page(request: Request, status: int, code: str, message: str) -> Respon
         text = "error.csrf"
     elif status == 404 or status == 422:
         status, text = 404, "error.not_found"
-    response = render(request, "message.html", status=status, heading=heading, message=text)
+    response = render(
+        request, "message.html", status=status, heading=heading, message=text, params=params
+    )
     if status == 401:
         cookies.clear_cookie(request, response, cookies.SESSION)
     return response
