@@ -148,12 +148,15 @@ def test_a_used_link_and_five_wrong_codes(portal: Portal) -> None:
     # asking again at once is rate limited, with a clear message
     page.get_by_role("button", name="Send a new code").click()
     expect(page.get_by_role("alert")).to_contain_text("We just sent a code")
+    portal.check(page, "verify-code-recently-sent", reload=False)
     code = portal.last_code()
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
     for left in (4, 3, 2, 1):
         page.get_by_label("One-time code (six digits)").fill(wrong)
         page.get_by_role("button", name="Sign in", exact=True).click()
         expect(page.get_by_role("alert")).to_contain_text(f"You have {left} attempts left")
+        if left == 4:
+            portal.check(page, "verify-wrong-code", reload=False)
     page.get_by_label("One-time code (six digits)").fill(wrong)
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("The link does not work")
