@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
-from hvelv import __version__
+from hvelv import __version__, portal
 from hvelv.audit import api as audit_api
 from hvelv.consent import api as consent_api
 from hvelv.consent import participant_api
@@ -91,6 +91,7 @@ def create_app(platform: Platform) -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
+    portal.install(app)
     settings = platform.settings
     if settings.cors_origins:
         app.add_middleware(

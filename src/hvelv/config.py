@@ -186,6 +186,12 @@ class Settings(BaseSettings):
     participant_session_ttl_seconds: int = Field(
         default=1800, ge=60, le=24 * 3600, description="Lifetime of a participant session."
     )
+    portal_idle_seconds: int = Field(
+        default=900,
+        ge=60,
+        le=24 * 3600,
+        description="The participant portal signs out after this long without a request.",
+    )
     smtp_host: str | None = Field(
         default=None, description="SMTP server for the notification outbox; unset: not sent."
     )

@@ -15,7 +15,7 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from hvelv.http.routing import UnprotectedRoute, check_routes, endpoint
+from hvelv.http.routing import UnprotectedRoute, check_routes, endpoint, pages
 from hvelv.security.actions import ACTIONS, Action, Role, Scope
 from tests.support.people import Person, login
 
@@ -169,6 +169,19 @@ def test_framework_routes_other_than_openapi_are_refused() -> None:
         check_routes(FastAPI())
 
 
+def test_a_route_without_an_action_in_an_included_router_cannot_start() -> None:
+    app = FastAPI(openapi_url=None)
+    router = APIRouter(prefix="/inner")
+
+    @router.get("/sneaky")
+    def sneaky() -> dict[str, str]:
+        return {}
+
+    app.include_router(router)
+    with pytest.raises(UnprotectedRoute, match="/inner/sneaky"):
+        check_routes(app)
+
+
 def test_declared_routes_pass_the_start_up_check() -> None:
     app = FastAPI(openapi_url=None)
     router = APIRouter()
@@ -179,3 +192,59 @@ def test_declared_routes_pass_the_start_up_check() -> None:
 
     app.include_router(router)
     check_routes(app)
+
+
+# -- server-rendered pages (the participant portal): not in the OpenAPI document, so walked
+# -- from the app's routes instead
+
+PAGE_PARAMS = {"key": "t1", "item": "hmb", "seq": "1", "request_id": "1"}
+
+
+def page_url(path: str) -> str:
+    for name, value in PAGE_PARAMS.items():
+        path = path.replace("{" + name + "}", value)
+    return path
+
+
+def test_pages_are_declared_checked_and_kept_out_of_the_openapi_document(
+    client: TestClient,
+) -> None:
+    found = pages(client.app)  # type: ignore[arg-type]
+    assert len(found) >= 15
+    spec = client.get("/v1/openapi.json").json()
+    assert not any(p.startswith("/portal") for p in spec["paths"])
+    actions = {a for _, _, a in found}
+    assert actions >= {Action.PARTICIPANT_READ, Action.PARTICIPANT_CONSENT, Action.PORTAL_PUBLIC}
+
+
+def test_participant_pages_refuse_anonymous_callers_and_users(
+    client: TestClient, people: dict[str, Person]
+) -> None:
+    checked = 0
+    for method, path, action in pages(client.app):  # type: ignore[arg-type]
+        if ACTIONS[action].scope is Scope.PUBLIC:
+            continue
+        url = page_url(path)
+        anonymous = client.request(method, url)
+        assert anonymous.status_code == 401, (method, path, anonymous.text)
+        assert anonymous.headers["content-type"].startswith("text/html")
+        client.cookies.set("hvelv_portal", "hvp_x~1~forged", path="/portal")
+        forged = client.request(method, url)
+        client.cookies.clear()
+        assert forged.status_code == 401, (method, path)
+        for who in ("member", "owner", "operator"):
+            response = client.request(method, url, headers=people[who].headers)
+            assert response.status_code == 403, (who, method, path)
+        checked += 1
+    assert checked >= 10
+
+
+def test_every_page_form_needs_a_csrf_token(client: TestClient) -> None:
+    posts = [(m, p) for m, p, a in pages(client.app) if m == "POST"]  # type: ignore[arg-type]
+    assert len(posts) >= 8
+    for method, path in posts:
+        if not path.startswith("/portal/sign-in") and path != "/portal/language":
+            continue  # the signed-in forms refuse anonymous callers first (above)
+        response = client.request(method, page_url(path), data={"code": "123456", "lang": "en"})
+        assert response.status_code == 403, (path, response.status_code)
+        assert "Skjemaet var for gammelt" in response.text

@@ -446,6 +446,7 @@ CASES: dict[str, Case] = {
     "guardian_consent": (GUARDIAN, Action.PARTICIPANT_CONSENT, FROZEN, NO_ROLES, ALLOW),
     "participant_logout": (PARTICIPANT, Action.PARTICIPANT_LOGOUT, None, NO_ROLES, ALLOW),
     "participant_login_public": (None, Action.PARTICIPANT_LOGIN, None, NO_ROLES, ALLOW),
+    "portal_pages_public": (None, Action.PORTAL_PUBLIC, None, NO_ROLES, ALLOW),
     "anonymous_participant_route": (
         None,
         Action.PARTICIPANT_READ,

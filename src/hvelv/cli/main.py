@@ -36,6 +36,7 @@ app.add_typer(audit_app, name="audit")
 
 outbox_app = typer.Typer(help="The notification outbox.", no_args_is_help=True)
 outbox_app.command("send")(notify.outbox_send)
+outbox_app.command("show")(notify.outbox_show)
 app.add_typer(outbox_app, name="outbox")
 
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)

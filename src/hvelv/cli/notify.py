@@ -1,4 +1,4 @@
-"""`hvelv outbox send`: deliver the notification outbox over SMTP."""
+"""`hvelv outbox send`: deliver the notification outbox over SMTP; `hvelv outbox show`."""
 
 from __future__ import annotations
 
@@ -45,3 +45,31 @@ def outbox_send(
         print_json({"sent": total})
     else:
         console.print(f"sent {total} notification(s)")
+
+
+def outbox_show(
+    home: HomeOption = None,
+    last: Annotated[int, typer.Option(min=1, max=100, help="How many of the newest.")] = 5,
+) -> None:
+    """Show the newest unsent notifications (a demo or test instance without SMTP: the
+    participant portal's one-time codes). They hold e-mail addresses and codes."""
+    from sqlalchemy import select
+
+    from hvelv.notify.models import OutboxMessage
+
+    platform = open_platform(settings_for(home))
+    try:
+        with platform.db.reader() as session:
+            rows = session.execute(
+                select(OutboxMessage)
+                .where(OutboxMessage.sent_at.is_(None))
+                .order_by(OutboxMessage.id.desc())
+                .limit(last)
+            ).scalars()
+            for row in reversed(list(rows)):
+                opened = outbox.read(platform.keyring, row)
+                console.rule(f"#{opened.id} {opened.kind} → {opened.to}")
+                console.print(opened.subject)
+                console.print(opened.body, markup=False)
+    finally:
+        platform.close()

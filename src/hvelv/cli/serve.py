@@ -22,6 +22,7 @@ from hvelv.cli.output import console, fail, show_qr
 from hvelv.config import Settings
 from hvelv.crypto.keyring import KeyringError, keyring_path
 from hvelv.identity import service as identity
+from hvelv.portal import demo as portal_demo
 from hvelv.projects import service as projects
 from hvelv.security import totp
 from hvelv.security.actions import Role
@@ -105,6 +106,7 @@ def seed_demo(settings: Settings) -> dict[str, Any]:
         )
         projects.add_member(session, trail, project.pid, "ada", Role.OWNER, operator.id)
         projects.add_member(session, trail, project.pid, "bjorn", Role.MEMBER, operator.id)
+        portal_links = portal_demo.seed(trail, settings, platform.keyring, project)
         users = [
             {
                 "username": "operator",
@@ -122,7 +124,7 @@ def seed_demo(settings: Settings) -> dict[str, Any]:
                     "totp_secret": new.totp_secret,
                 }
             )
-        return {"project": project.pid, "users": users}
+        return {"project": project.pid, "users": users, "portal": portal_links}
 
     from hvelv.datasets.demo import seed_demo_dataset  # DuckDB/pyarrow: only when seeding
 
@@ -193,5 +195,14 @@ def demo(
             f"API: {settings.base_url}/v1/openapi.json"
         )
         _print_demo_query(seeded)
+        links = seeded.get("portal")
+        if links:
+            console.rule("Participant portal (open in a phone-sized browser window)")
+            console.print(f"  Demo participant invitation: {links['participant']}", soft_wrap=True)
+            console.print(f"  Demo guardian invitation:    {links['guardian']}", soft_wrap=True)
+            console.print(
+                "  The one-time code goes through the outbox; without SMTP, read it with\n"
+                f"  hvelv outbox show --home {settings.home}"
+            )
     if not no_serve:
         _run(settings, 1)

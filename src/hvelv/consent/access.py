@@ -84,7 +84,7 @@ def invite(
     )
     session.add(invitation)
     session.flush()
-    link = f"{settings.base_url}/participant/#invitation={token}"
+    link = f"{settings.base_url}/portal/invitation?token={token}"
     email, language = _recipient(session, secrets_, participant, invitation.proxy_id)
     if email:
         outbox.enqueue(
@@ -116,6 +116,11 @@ def _invitation(session: Session, token: str) -> Invitation:
             "the invitation is unknown, used or expired", code="invalid_invitation"
         )
     return invitation
+
+
+def pending_invitation(session: Session, token: str) -> Invitation:
+    """The invitation of a link token that can still be used, or :class:`Unauthenticated`."""
+    return _invitation(session, token)
 
 
 def _code_digest(invitation: Invitation, code: str) -> bytes:

@@ -36,6 +36,9 @@ from hvelv.security.tokens import (
 )
 
 ACTION_KEY = "x-hvelv-action"
+# a route may take its credential from somewhere else than the Authorization header
+CREDENTIAL_KEY = "x-hvelv-credential"
+PAGE_COOKIE = "portal-cookie"
 _ACTION_VALUES = frozenset(a.value for a in Action)
 
 
@@ -112,6 +115,12 @@ def _route_action(request: Request) -> Action:
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
+        route = request.scope.get("route")
+        extra = getattr(route, "openapi_extra", None) or {}
+        if extra.get(CREDENTIAL_KEY) == PAGE_COOKIE:
+            from hvelv.portal.cookies import session_token
+
+            return session_token(request)
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hvelv.errors import HvelvError, error_body
@@ -34,8 +34,21 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _hvelv_error(request: Request, exc: Exception) -> JSONResponse:
+def _page_error(request: Request, status: int, code: str, message: str) -> Response | None:
+    """Server-rendered pages (``app.state.page_errors = (prefix, handler)``) answer errors
+    with a page rather than JSON."""
+    hook = getattr(request.app.state, "page_errors", None)
+    if hook is None or not request.url.path.startswith(hook[0]):
+        return None
+    response: Response = hook[1](request, status, code, message)
+    return response
+
+
+async def _hvelv_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HvelvError)
+    page = _page_error(request, exc.status, exc.code, exc.message)
+    if page is not None:
+        return page
     return _json(exc.status, exc.body(), exc.headers)
 
 
@@ -48,8 +61,11 @@ def _clean(errors: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    page = _page_error(request, 422, "invalid_input", "invalid input")
+    if page is not None:
+        return page
     details = _clean(exc.errors())
     if any(d["type"] == "json_invalid" for d in details):
         return _json(
@@ -59,9 +75,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return _json(422, error_body("invalid_input", f"invalid input: {fields}", details))
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _CODES.get(exc.status_code, "error")
+    page = _page_error(request, exc.status_code, code, str(exc.detail))
+    if page is not None:
+        return page
     try:
         phrase = HTTPStatus(exc.status_code).phrase
     except ValueError:

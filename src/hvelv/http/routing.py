@@ -8,15 +8,15 @@ that bypasses this.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from hvelv.http.context import ACTION_KEY, context
+from hvelv.http.context import ACTION_KEY, CREDENTIAL_KEY, PAGE_COOKIE, context
 from hvelv.security.actions import ACTIONS, Action, Scope
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,18 +83,73 @@ def endpoint(
     return register
 
 
+def page(
+    router: APIRouter,
+    method: str,
+    path: str,
+    action: Action,
+    *,
+    dependencies: list[Any] | None = None,
+    **kwargs: Any,
+) -> Callable[[F], F]:
+    """A server-rendered page (the participant portal): like :func:`endpoint` (the action is
+    declared and the authorization dependency attached, so :func:`check_routes` checks it), but
+    left out of the OpenAPI document, and the participant session may come from the portal's
+    HttpOnly cookie instead of an Authorization header. ``dependencies`` run after
+    authorization (the portal's CSRF check)."""
+
+    def register(handler: F) -> F:
+        router.add_api_route(
+            path,
+            handler,
+            methods=[method],
+            dependencies=[Depends(context), *(dependencies or [])],
+            openapi_extra={ACTION_KEY: action.value, CREDENTIAL_KEY: PAGE_COOKIE},
+            include_in_schema=False,
+            **kwargs,
+        )
+        return handler
+
+    return register
+
+
+def flat_routes(app: FastAPI) -> Iterator[tuple[BaseRoute, str]]:
+    """Every route of the app with its full path, included routers flattened (FastAPI
+    >= 0.16x keeps an included router as one entry of ``app.routes``)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: included routes are copied into app.routes
+        for route in app.routes:
+            yield route, getattr(route, "path", "")
+        return
+    for found in iter_route_contexts(app.routes):
+        yield found.original_route, found.path or ""
+
+
+def pages(app: FastAPI) -> list[tuple[str, str, Action]]:
+    """The (method, path, action) of every page route (not in the OpenAPI document)."""
+    found: list[tuple[str, str, Action]] = []
+    for route, path in flat_routes(app):
+        if isinstance(route, APIRoute) and not route.include_in_schema:
+            action = Action((route.openapi_extra or {})[ACTION_KEY])
+            found.extend((method, path, action) for method in sorted(route.methods or ()))
+    return found
+
+
 class UnprotectedRoute(RuntimeError):
     """A route would be reachable without the authorization dependency."""
 
 
 def check_routes(app: FastAPI) -> None:
     """Fail start-up if any route lacks a declared action or the authorization dependency."""
-    for route in app.routes:
+    for route, path in flat_routes(app):
         if isinstance(route, APIRoute):
             extra = route.openapi_extra or {}
             if ACTION_KEY not in extra or extra[ACTION_KEY] not in {a.value for a in Action}:
-                raise UnprotectedRoute(f"route {route.path} declares no known action")
+                raise UnprotectedRoute(f"route {path} declares no known action")
             if not any(dep.call is context for dep in route.dependant.dependencies):
-                raise UnprotectedRoute(f"route {route.path} lacks the authorization dependency")
-        elif isinstance(route, Route) and route.path not in FRAMEWORK_ROUTES:
-            raise UnprotectedRoute(f"route {route.path} is not an action-declaring API route")
+                raise UnprotectedRoute(f"route {path} lacks the authorization dependency")
+        elif isinstance(route, Route) and path not in FRAMEWORK_ROUTES:
+            raise UnprotectedRoute(f"route {path} is not an action-declaring API route")
+        elif not isinstance(route, Route):
+            raise UnprotectedRoute(f"route {path or route!r} is not a plain route (a mount?)")

@@ -89,6 +89,8 @@ class Action(StrEnum):
     PARTICIPANT_READ = "participant.read"
     PARTICIPANT_CONSENT = "participant.consent"
     PARTICIPANT_LOGOUT = "participant.logout"
+    # the participant portal's public pages (sign-in pages, style sheet, language choice)
+    PORTAL_PUBLIC = "portal.public"
 
 
 ALL_ROLES = frozenset(Role)
@@ -171,6 +173,7 @@ ACTIONS: dict[Action, ActionInfo] = {
     Action.PARTICIPANT_READ: ActionInfo(Scope.PARTICIPANT, writes=False),
     Action.PARTICIPANT_CONSENT: ActionInfo(Scope.PARTICIPANT, writes=True),
     Action.PARTICIPANT_LOGOUT: ActionInfo(Scope.PARTICIPANT, writes=True),
+    Action.PORTAL_PUBLIC: ActionInfo(Scope.PUBLIC, writes=False),
 }
 
 assert set(ACTIONS) == set(Action), "every action needs an ActionInfo"
