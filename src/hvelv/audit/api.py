@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -17,9 +18,12 @@ from hvelv.text import LINE_PATTERN
 router = APIRouter(prefix="/v1", tags=["audit"])
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]|$)")
+
+
 def _iso_only(value: object) -> object:
-    """Only ISO 8601 text, as documented (pydantic would also take Unix numbers)."""
-    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+    """Only ISO 8601 text, as documented (pydantic would also take Unix numbers, 1e-5...)."""
+    if not isinstance(value, str) or not _ISO_DATE.match(value.strip()):
         raise ValueError("use an ISO 8601 date-time such as 2026-01-31T12:00:00Z")
     return value
 
