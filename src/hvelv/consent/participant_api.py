@@ -8,11 +8,11 @@ in through a proxy invitation acts as the proxy.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from hvelv.consent import access, decisions, service
+from hvelv.consent import access, decisions, issued, service
 from hvelv.consent.api import event_out, uses_out
 from hvelv.consent.model import ActorKind, EventKind, WithdrawalScope
 from hvelv.consent.models import Participant, ReconsentRequest, TemplateVersion
@@ -45,9 +45,11 @@ router = APIRouter(prefix="/v1/participant", tags=["participant"])
 TemplateKey = Annotated[str, Path(pattern=r"^t[0-9]{1,9}$")]
 ItemKey = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 RequestId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+EventSeq = Annotated[int, Path(ge=1, le=2**62, description="The event's ledger position (seq)")]
 
 _LOGIN_ERRORS = {401: "Unknown, used or expired invitation, or a wrong code"}
 _CONFLICT = {409: "Conflicts with the current consent", 404: "No such object"}
+_NOT_FOUND = {404: "No such event"}
 
 
 def _me(ctx: RequestContext) -> Participant:
@@ -202,7 +204,21 @@ def my_consents(ctx: Ctx) -> MyConsents:
 @endpoint(router, "GET", "/history", Action.PARTICIPANT_READ)
 def history(ctx: Ctx) -> list[EventOut]:
     """Every consent event, oldest first (past consents included)."""
-    return [event_out(r) for r in service.event_rows_of(ctx.session, _me(ctx))]
+    return [
+        event_out(r, f"/v1/participant/receipts/{r.seq}")
+        for r in service.event_rows_of(ctx.session, _me(ctx))
+    ]
+
+
+@endpoint(router, "GET", "/receipts/{event_id}", Action.PARTICIPANT_READ, errors=_NOT_FOUND)
+def receipt(event_id: EventSeq, ctx: Ctx) -> dict[str, Any]:
+    """The signed receipt of one of my consent events (JSON, Ed25519; check it offline with
+    ``hvelv consent verify-receipt`` and the key from ``hvelv keys public``)."""
+    participant = _me(ctx)
+    row = issued.receipt_row(ctx.session, participant, event_id)
+    return issued.issue_receipt(
+        ctx.session, ctx.platform.settings, ctx.platform.keyring, participant, row
+    )
 
 
 def _record(
@@ -235,7 +251,7 @@ def _record(
         loaded=loaded,
     )
     ctx.commit()
-    return event_out(row)
+    return event_out(row, f"/v1/participant/receipts/{row.seq}")
 
 
 @endpoint(
