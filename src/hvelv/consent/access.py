@@ -259,8 +259,9 @@ def authenticate(session: Session, token: str) -> Principal:
     sid, _, secret = body.partition(".")
     if len(sid) != 32 or not secret or len(token) > 200:
         raise Unauthenticated("invalid participant session", code="invalid_token")
+    # one query; the participant lands in the session's identity map for the route handler
     row = session.execute(
-        select(ParticipantSession, Participant.pseudonym)
+        select(ParticipantSession, Participant)
         .join(Participant, Participant.id == ParticipantSession.participant_id)
         .where(ParticipantSession.id == sid)
     ).first()
@@ -277,7 +278,7 @@ def authenticate(session: Session, token: str) -> Principal:
     return Principal(
         kind=PrincipalKind.PARTICIPANT,
         id=ps.participant_id,
-        name=actor_name(row[1], ps.proxy_id),
+        name=actor_name(row[1].pseudonym, ps.proxy_id),
         scope_project=ps.project_id,
         session_id=ps.id,
         acting_for=ps.proxy_id,

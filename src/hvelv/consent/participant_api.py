@@ -8,6 +8,8 @@ in through a proxy invitation acts as the proxy.
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
@@ -221,6 +223,22 @@ def receipt(event_id: EventSeq, ctx: Ctx) -> dict[str, Any]:
     )
 
 
+@dataclass(frozen=True)
+class _AtState:
+    at: dt.datetime
+    cached: service.Cached
+
+
+def _cached(ctx: RequestContext, participant: Participant, at: dt.datetime) -> _AtState:
+    """The participant's state at ``at`` from the consent cache; its first query begins the
+    request's write transaction, so every row it sees is committed and no other writer can
+    append before this request commits."""
+    state, position, templates = ctx.platform.consent_cache.state_of(
+        ctx.session, participant.project_id, _age(ctx), participant.pseudonym, at
+    )
+    return _AtState(at, service.Cached(state, position, templates))
+
+
 def _record(
     ctx: RequestContext,
     participant: Participant,
@@ -230,9 +248,11 @@ def _record(
     language: str | None = None,
     choices: dict[str, bool] | None = None,
     scope: WithdrawalScope | None = None,
-    loaded: service.Loaded | None = None,
+    cached: _AtState | None = None,
 ) -> EventOut:
     acting = _acting(ctx, participant)
+    if cached is None:
+        cached = _cached(ctx, participant, dt.datetime.now(dt.UTC))
     if kind is EventKind.GIVEN and acting.proxy is not None:
         kind = EventKind.PROXY_GIVEN
     row = service.record_event(
@@ -248,7 +268,8 @@ def _record(
         choices=choices,
         scope=scope,
         age_of_majority=_age(ctx),
-        loaded=loaded,
+        at=cached.at,
+        cached=cached.cached,
     )
     ctx.commit()
     return event_out(row, f"/v1/participant/receipts/{row.seq}")
@@ -281,21 +302,20 @@ def give(body: GiveIn, ctx: Ctx) -> EventOut:
 def choose_item(template_id: TemplateKey, item_id: ItemKey, body: ItemChoice, ctx: Ctx) -> EventOut:
     """Grant (``true``) or withdraw (``false``) one item: the same single step either way."""
     participant = _me(ctx)
-    loaded = service.load(ctx.session, participant)
-    view = service.current_state(ctx.session, participant, age_of_majority=_age(ctx), loaded=loaded)
-    current = next((c for c in view.consents if c["template_id"] == template_id), None)
+    cached = _cached(ctx, participant, dt.datetime.now(dt.UTC))
+    current = next((c for c in cached.cached.state.consents if c.template_id == template_id), None)
     if current is None:
         raise Conflict(
             "there is no consent to this template to change", code="consent_no_consent_to_change"
         )
-    template = service.get_version_by_id(ctx.session, participant.project_id, current["version_id"])
+    template = service.get_version_by_id(ctx.session, participant.project_id, current.version_id)
     return _record(
         ctx,
         participant,
         EventKind.CHANGED,
         template=template,
         choices={item_id: body.granted},
-        loaded=loaded,
+        cached=cached,
     )
 
 

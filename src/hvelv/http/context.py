@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from hvelv.audit.ledger import AuditRecord, Outcome
 from hvelv.audit.trail import AuditTrail
 from hvelv.consent import access as participant_access
+from hvelv.db.engine import WRITE_OPTION
 from hvelv.errors import Forbidden, HvelvError, NotFound, Unauthenticated
 from hvelv.files.models import UploadLink
 from hvelv.identity.models import AuthSession, User
@@ -231,6 +232,15 @@ def context(request: Request) -> Iterator[RequestContext]:
 def _establish(ctx: RequestContext, request: Request) -> None:
     pid = request.path_params.get("pid")
     target = f"project:{pid}" if pid else None
+    writes = ACTIONS[ctx.action].writes
+    if writes:
+        # Authenticate in a read transaction of the request's session, ended below: the write
+        # transaction (SQLite's write gate, PostgreSQL's advisory lock) then begins at the
+        # handler's first query and ends at its commit, inside one call on one thread. Held
+        # from here instead, it spanned the hops between threadpool calls: slower under load,
+        # and with more concurrent writers than threads every thread could wait for the lock
+        # while its holder waited for a thread.
+        ctx.session.connection(execution_options={WRITE_OPTION: False})
     try:
         token = _bearer(request)
         if token is None:
@@ -261,6 +271,8 @@ def _establish(ctx: RequestContext, request: Request) -> None:
         raise _refuse(
             ctx, Forbidden(message, code=reason, details={"action": ctx.action.value}), target
         )
+    if writes:
+        ctx.session.commit()  # end the read transaction (objects stay loaded)
     if ctx.principal.kind is PrincipalKind.API_KEY:
         route = request.scope.get("route")
         record = AuditRecord(
