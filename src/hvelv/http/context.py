@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -49,6 +49,7 @@ class RequestContext:
     principal: Principal | None = None
     project: Project | None = None
     roles: frozenset[Role] = frozenset()
+    loaded: list[Any] = field(default_factory=list)  # objects the handler will look up again
     _session: Session | None = field(default=None, repr=False)
 
     @property
@@ -126,7 +127,7 @@ def _authenticate(ctx: RequestContext, token: str) -> Principal:
     if token.startswith(UPLOAD_LINK_PREFIX):
         return _upload_link(session, token, now)
     if token.startswith(participant_access.SESSION_PREFIX):
-        return participant_access.authenticate(session, token)
+        return participant_access.authenticate(session, token, ctx.loaded)
     if token.startswith(API_KEY_PREFIX):
         try:
             key_id, secret = parse_api_key(token)
