@@ -4,11 +4,15 @@ events only, checked offline with the CLI and the key from ``hvelv keys public``
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from hvelv.audit.trail import AuditTrail
+from hvelv.consent import service
+from hvelv.consent.model import EventKind
 from hvelv.consent.receipts import load_public_key, verify_receipt
 from tests.consent.conftest import Consent
 from tests.support.participants import national_id
@@ -114,7 +118,7 @@ def test_receipts_of_other_participants_are_not_found(consent: Consent) -> None:
 
 
 def test_paper_events_and_national_ids_in_receipts(consent: Consent) -> None:
-    nid = national_id(__import__("datetime").date(1970, 5, 17))
+    nid = national_id(dt.date(1970, 5, 17))
     response = consent.client.post(
         f"{consent.base}/participants", json={"national_id": nid}, headers=consent.dm
     )
@@ -136,3 +140,48 @@ def test_paper_events_and_national_ids_in_receipts(consent: Consent) -> None:
     body = receipt.json()
     assert body["collectionMethod"] == "paper form"
     assert nid not in receipt.text
+
+
+def test_participant_changes_see_events_committed_by_other_routes(consent: Consent) -> None:
+    """Participant changes take their state from the process's consent cache: rows committed
+    elsewhere (staff routes, other processes) must be caught up before the engine check."""
+    client = consent.client
+    pseudonym = consent.enrol()
+    me = consent.participant(pseudonym)
+    url = f"/v1/participant/consents/{consent.template_id}/items/cancer"
+    assert consent.give(me, hmb=True).status_code == 201
+    assert client.post(url, json={"granted": True}, headers=me).status_code == 200
+    # a withdrawal recorded by staff (the member route reads the ledger, not the cache)
+    staff = client.post(
+        f"{consent.base}/participants/{pseudonym}/events",
+        json={"kind": "withdrawn", "scope": "stop_use", "channel": "phone"},
+        headers=consent.dm,
+    )
+    assert staff.status_code == 201, staff.text
+    again = client.post(url, json={"granted": True}, headers=me)
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["code"] == "consent_no_consent_to_change"
+
+    # a new consent written straight to the database by "another process" is seen too
+    def work(trail: AuditTrail) -> None:
+        p = service.get_participant(trail.session, consent.pid, pseudonym)
+        template = service.get_version_by_id(trail.session, consent.pid, consent.version_id)
+        service.record_event(
+            trail.session,
+            trail,
+            p,
+            kind=EventKind.GIVEN,
+            acting=service.PARTICIPANT,
+            channel="paper",
+            assurance="substantial",
+            template=template,
+            choices={"hmb": True},
+        )
+
+    consent.platform.run_as("local:test", work)
+    granted = client.post(url, json={"granted": True}, headers=me)
+    assert granted.status_code == 200, granted.text
+    state = client.get("/v1/participant/consents", headers=me).json()
+    assert state["withdrawal"] is None
+    items = {i["item_id"]: i["granted"] for i in state["consents"][0]["items"]}
+    assert items["cancer"] is True
