@@ -16,6 +16,7 @@ import datetime as dt
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -258,20 +259,23 @@ def actor_name(pseudonym: str, proxy_id: int | None) -> str:
     return pseudonym if proxy_id is None else f"{pseudonym}/proxy-{proxy_id}"
 
 
-def authenticate(session: Session, token: str) -> Principal:
+def authenticate(session: Session, token: str, keep: list[Any] | None = None) -> Principal:
     """The principal of a participant session token, or :class:`Unauthenticated`."""
     body = token[len(SESSION_PREFIX) :]
     sid, _, secret = body.partition(".")
     if len(sid) != 32 or not secret or len(token) > 200:
         raise Unauthenticated("invalid participant session", code="invalid_token")
+    # one query; the participant lands in the session's identity map for the route handler
     row = session.execute(
-        select(ParticipantSession, Participant.pseudonym)
+        select(ParticipantSession, Participant)
         .join(Participant, Participant.id == ParticipantSession.participant_id)
         .where(ParticipantSession.id == sid)
     ).first()
     if row is None or not hmac.compare_digest(bytes(row[0].secret_digest), digest(secret)):
         raise Unauthenticated("invalid participant session", code="invalid_token")
     ps: ParticipantSession = row[0]
+    if keep is not None:  # the session's identity map holds objects weakly: keep them for the route
+        keep.extend((ps, row[1]))
     if ps.revoked_at is not None or ps.expires_at <= _now():
         raise Unauthenticated("the session has ended; sign in again", code="session_ended")
     if ps.proxy_id is not None:
@@ -282,7 +286,7 @@ def authenticate(session: Session, token: str) -> Principal:
     return Principal(
         kind=PrincipalKind.PARTICIPANT,
         id=ps.participant_id,
-        name=actor_name(row[1], ps.proxy_id),
+        name=actor_name(row[1].pseudonym, ps.proxy_id),
         scope_project=ps.project_id,
         session_id=ps.id,
         acting_for=ps.proxy_id,

@@ -4,20 +4,21 @@ Owners and data managers manage studies, template versions and participants; eve
 ask for a decision or a snapshot (both logged); owners and auditors read the decision log; owners
 and data managers see and complete deletion tasks.
 
-FHIR export/import and signed receipts hook in here (``hvelv.consent.fhir`` /
-``hvelv.consent.receipts``, built in parallel): receipts through ``service.RECEIPT_HOOKS``,
-FHIR import through ``service.record_event`` with ``channel="import"``.
+FHIR export and import (``hvelv.consent.interop`` over the pure ``hvelv.consent.fhir``) and
+signed receipts (``hvelv.consent.issued``: rebuilt from the ledger row on request) are here too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+import json
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
-from hvelv.consent import access, decisions, enrolment, ledger, service
+from hvelv.consent import access, decisions, enrolment, interop, issued, ledger, service
 from hvelv.consent.mapping import purpose_from_dict, use_from_dict
 from hvelv.consent.model import ActorKind, EventKind, Use, WithdrawalScope
 from hvelv.consent.models import (
@@ -42,6 +43,8 @@ from hvelv.consent.schemas import (
     EnrolResult,
     EventIn,
     EventOut,
+    FhirDocument,
+    FhirImportOut,
     InvitationCreate,
     InvitationOut,
     ParticipantCreate,
@@ -79,6 +82,7 @@ TemplateKey = Annotated[str, Path(pattern=r"^t[0-9]{1,9}$", description="Templat
 VersionNo = Annotated[int, Path(ge=1, le=999_999)]
 Pseudonym = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Participant pseudonym")]
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+EventSeq = Annotated[int, Path(ge=1, le=2**62, description="The event's ledger position (seq)")]
 
 _CONFLICT = {409: "Conflicts with the current state"}
 _NOT_FOUND = {404: "No such object"}
@@ -133,7 +137,7 @@ def participant_out(
     )
 
 
-def event_out(row: ConsentEventRow) -> EventOut:
+def event_out(row: ConsentEventRow, receipt: str | None = None) -> EventOut:
     return EventOut(
         seq=row.seq,
         kind=row.kind,
@@ -148,6 +152,7 @@ def event_out(row: ConsentEventRow) -> EventOut:
         choices=row.choices,
         scope=row.scope,
         hash=bytes(row.hash).hex(),
+        receipt=receipt,
     )
 
 
@@ -361,7 +366,24 @@ def read_participant(pid: Pid, pseudonym: Pseudonym, ctx: Ctx) -> ParticipantOut
 def participant_events(pid: Pid, pseudonym: Pseudonym, ctx: Ctx) -> list[EventOut]:
     """The participant's consent ledger, oldest first."""
     p = service.get_participant(ctx.session, ctx.pid, pseudonym)
-    return [event_out(r) for r in service.event_rows_of(ctx.session, p)]
+    link = f"/v1/projects/{ctx.pid}/consent/participants/{pseudonym}/receipts"
+    return [event_out(r, f"{link}/{r.seq}") for r in service.event_rows_of(ctx.session, p)]
+
+
+@endpoint(
+    router,
+    "GET",
+    "/participants/{pseudonym}/receipts/{event_id}",
+    Action.CONSENT_PARTICIPANT_READ,
+)
+def participant_receipt(
+    pid: Pid, pseudonym: Pseudonym, event_id: EventSeq, ctx: Ctx
+) -> dict[str, Any]:
+    """The signed receipt of one of the participant's consent events (rebuilt from the
+    ledger row: the same bytes on every call; verify with ``hvelv consent verify-receipt``)."""
+    p = service.get_participant(ctx.session, ctx.pid, pseudonym)
+    row = issued.receipt_row(ctx.session, p, event_id)
+    return issued.issue_receipt(ctx.session, ctx.platform.settings, ctx.platform.keyring, p, row)
 
 
 @endpoint(
@@ -401,7 +423,9 @@ def record_event(pid: Pid, pseudonym: Pseudonym, body: EventIn, ctx: Ctx) -> Eve
         age_of_majority=_age(ctx),
     )
     ctx.commit()
-    return event_out(row)
+    return event_out(
+        row, f"/v1/projects/{ctx.pid}/consent/participants/{pseudonym}/receipts/{row.seq}"
+    )
 
 
 @endpoint(router, "GET", "/participants/{pseudonym}/proxies", Action.CONSENT_PARTICIPANT_READ)
@@ -751,3 +775,131 @@ def complete_task(pid: Pid, task_id: RowId, body: DeletionComplete, ctx: Ctx) ->
     names = _pseudonyms(ctx, [task.participant_id])
     ctx.commit()
     return task_out(task, names[task.participant_id])
+
+
+# -- FHIR Consent ---------------------------------------------------------------------------
+
+FhirVersionQuery = Annotated[
+    Literal["R5", "R4"], Query(description="FHIR version of the exported Consent resources")
+]
+
+
+def _export_time(at: dt.datetime | None) -> dt.datetime:
+    return _when(at)
+
+
+@endpoint(router, "GET", "/participants/{pseudonym}/fhir", Action.CONSENT_PARTICIPANT_READ)
+def participant_fhir(
+    pid: Pid,
+    pseudonym: Pseudonym,
+    ctx: Ctx,
+    version: FhirVersionQuery = "R5",
+    at: dt.datetime | None = None,
+) -> JSONResponse:
+    """The participant's consent as FHIR: a ``Bundle`` (collection) of one validated
+    ``Consent`` per template their ledger names, as in force now (or at ``at``)."""
+    assert ctx.project is not None
+    p = service.get_participant(ctx.session, ctx.pid, pseudonym)
+    when = _export_time(at)
+    docs = interop.export_participant(
+        ctx.project,
+        p,
+        service.event_rows_of(ctx.session, p),
+        service.published_templates(ctx.session, ctx.pid),
+        when,
+        version,
+        age_of_majority=_age(ctx),
+    )
+    return JSONResponse(interop.bundle(docs, when), media_type="application/fhir+json")
+
+
+@endpoint(
+    router,
+    "GET",
+    "/fhir",
+    Action.CONSENT_PARTICIPANT_READ,
+    response_class=Response,
+)
+def project_fhir(
+    pid: Pid, ctx: Ctx, version: FhirVersionQuery = "R5", at: dt.datetime | None = None
+) -> Response:
+    """Every participant's consents as FHIR NDJSON (one validated ``Consent`` per line, per
+    participant and template), as in force now (or at ``at``)."""
+    assert ctx.project is not None
+    when = _export_time(at)
+    templates = service.published_templates(ctx.session, ctx.pid)
+    people = {
+        p.id: p
+        for p in ctx.session.execute(
+            select(Participant).where(Participant.project_id == ctx.pid).order_by(Participant.id)
+        ).scalars()
+    }
+    by_person: dict[int, list[ConsentEventRow]] = {}
+    for row in ctx.session.execute(
+        select(ConsentEventRow)
+        .where(ConsentEventRow.project_id == ctx.pid)
+        .order_by(ConsentEventRow.seq)
+    ).scalars():
+        by_person.setdefault(row.participant_id, []).append(row)
+    lines = []
+    for person_id, p in people.items():
+        for doc in interop.export_participant(
+            ctx.project,
+            p,
+            by_person.get(person_id, []),
+            templates,
+            when,
+            version,
+            age_of_majority=_age(ctx),
+        ):
+            lines.append(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))
+    body = "".join(line + "\n" for line in lines)
+    return Response(body, media_type="application/fhir+ndjson")
+
+
+@endpoint(
+    router,
+    "POST",
+    "/fhir",
+    Action.CONSENT_PARTICIPANT_MANAGE,
+    status_code=201,
+    errors=_CONFLICT | _NOT_FOUND,
+)
+def import_fhir(
+    pid: Pid,
+    body: Annotated[FhirDocument, Body(description="A FHIR R5/R4 Consent, or a Bundle of them")],
+    ctx: Ctx,
+    participant: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9a-f]{32}$",
+            description="Import for this participant (default: the documents' Patient/<pseudonym>)",
+        ),
+    ] = None,
+) -> FhirImportOut:
+    """Import FHIR Consent documents into the ledger (``channel: import``), all or nothing:
+    422 ``fhir_invalid`` / ``fhir_unsupported`` / ``fhir_template_unknown`` name the element or
+    template, 404 ``participant_not_found`` an unknown participant, 409 ``consent_*`` what the
+    engine refuses."""
+    done = interop.import_documents(
+        ctx.session,
+        ctx.trail(),
+        ctx.pid,
+        body.model_dump(mode="json"),
+        participant=participant,
+        age_of_majority=_age(ctx),
+    )
+    ctx.commit()
+    return FhirImportOut(
+        documents=len(done),
+        events=[
+            event_out(
+                row,
+                f"/v1/projects/{ctx.pid}/consent/participants/"
+                f"{item.participant.pseudonym}/receipts/{row.seq}",
+            )
+            for item in done
+            for row in item.rows
+        ],
+        participants=sorted({item.participant.pseudonym for item in done}),
+    )

@@ -25,7 +25,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from hvelv.audit.trail import AuditTrail
-from hvelv.consent.decision import decide
+from hvelv.consent.decision import EMPTY_STATE, ConsentState, decide
 from hvelv.consent.mapping import (
     approval_from_dict,
     approval_of,
@@ -47,6 +47,21 @@ BULK_KINDS = ("snapshot", "query")
 __all__ = ["BULK_KINDS", "ConsentCache", "decide_one", "decision_log", "relied_on", "snapshot"]
 
 
+# the columns event_from_row reads (a Core query: no ORM objects for the cache's catch-up)
+_EVENT_COLUMNS = (
+    ConsentEventRow.seq,
+    ConsentEventRow.participant_id,
+    ConsentEventRow.kind,
+    ConsentEventRow.at,
+    ConsentEventRow.actor_kind,
+    ConsentEventRow.actor_id,
+    ConsentEventRow.template_version_id,
+    ConsentEventRow.text_hash,
+    ConsentEventRow.choices,
+    ConsentEventRow.scope,
+)
+
+
 @dataclass
 class _ProjectIndex:
     age_of_majority: int
@@ -55,6 +70,7 @@ class _ProjectIndex:
     last_seq: int = 0
     last_participant: int = 0
     names: dict[int, str] = field(default_factory=dict)
+    template_rows: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -69,14 +85,21 @@ class _ProjectIndex:
 
     def refresh(self, session: Session, pid: str) -> None:
         """Catch up with the rows committed since the last refresh."""
-        known = set(self.templates)
-        for row in session.execute(
-            select(TemplateVersion).where(
-                TemplateVersion.project_id == pid, TemplateVersion.status == "published"
-            )
-        ).scalars():
-            if row.version_id not in known:
+        published = set(
+            session.execute(
+                select(TemplateVersion.id).where(
+                    TemplateVersion.project_id == pid, TemplateVersion.status == "published"
+                )
+            ).scalars()
+        )
+        if published - self.template_rows:  # load only versions published since (immutable)
+            for row in session.execute(
+                select(TemplateVersion).where(
+                    TemplateVersion.id.in_(sorted(published - self.template_rows))
+                )
+            ).scalars():
                 self.templates[row.version_id] = template_from_row(row)
+            self.template_rows |= published
         new_people = session.execute(
             select(Participant.id, Participant.pseudonym, Participant.birth_date)
             .where(Participant.project_id == pid, Participant.id > self.last_participant)
@@ -86,13 +109,11 @@ class _ProjectIndex:
             self.live.add_participants((p.pseudonym, p.birth_date) for p in new_people)
             self.names.update({p.id: p.pseudonym for p in new_people})
             self.last_participant = new_people[-1].id
-        rows = list(
-            session.execute(
-                select(ConsentEventRow)
-                .where(ConsentEventRow.project_id == pid, ConsentEventRow.seq > self.last_seq)
-                .order_by(ConsentEventRow.seq)
-            ).scalars()
-        )
+        rows = session.execute(
+            select(*_EVENT_COLUMNS)
+            .where(ConsentEventRow.project_id == pid, ConsentEventRow.seq > self.last_seq)
+            .order_by(ConsentEventRow.seq)
+        ).all()
         if not rows:
             return
         events = [event_from_row(row, self.names[row.participant_id]) for row in rows]
@@ -114,6 +135,13 @@ class ConsentCache:
     @contextmanager
     def current(self, session: Session, pid: str, age_of_majority: int) -> Iterator[ConsentIndex]:
         """The project's index, up to date with what ``session`` sees, locked while in use."""
+        with self._refreshed(session, pid, age_of_majority) as entry:
+            yield entry.live
+
+    @contextmanager
+    def _refreshed(
+        self, session: Session, pid: str, age_of_majority: int
+    ) -> Iterator[_ProjectIndex]:
         with self._lock:
             entry = self._projects.get(pid)
             if entry is None or entry.age_of_majority != age_of_majority:
@@ -121,7 +149,28 @@ class ConsentCache:
                 self._projects[pid] = entry
         with entry.lock:
             entry.refresh(session, pid)
-            yield entry.live
+            yield entry
+
+    def state_of(
+        self,
+        session: Session,
+        pid: str,
+        age_of_majority: int,
+        pseudonym: str,
+        at: dt.datetime,
+    ) -> tuple[ConsentState, int, dict[str, Template]]:
+        """One participant's folded state at ``at`` from the rows ``session`` sees, its ledger
+        position, and the published templates — without reading the participant's ledger.
+
+        Called inside a write transaction (SQLite's write lock, PostgreSQL's advisory lock
+        held) every row it sees is committed; the caller's own new rows are never added here:
+        the next refresh reads them once committed."""
+        with self._refreshed(session, pid, age_of_majority) as entry:
+            index = entry.live
+            if pseudonym not in index:  # enrolled after the refresh's snapshot: no events yet
+                return EMPTY_STATE, 0, dict(entry.templates)
+            state, position = index.state_at(pseudonym, at)
+            return state, position, dict(entry.templates)
 
     def forget(self, pid: str) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ from hvelv.consent.model import (
     Use,
     WithdrawalScope,
 )
-from hvelv.consent.models import ConsentEventRow, TemplateVersion
+from hvelv.consent.models import TemplateVersion
 from hvelv.projects.models import Project
 
 __all__ = [
@@ -149,7 +149,8 @@ def template_from_row(row: TemplateVersion) -> Template:
     )
 
 
-def event_from_row(row: ConsentEventRow, pseudonym: str) -> ConsentEvent:
+def event_from_row(row: Any, pseudonym: str) -> ConsentEvent:
+    """An engine event from a ledger row: a ``ConsentEventRow`` or a Core row of its columns."""
     return ConsentEvent(
         seq=row.seq,
         participant=pseudonym,

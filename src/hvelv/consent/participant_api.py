@@ -8,11 +8,13 @@ in through a proxy invitation acts as the proxy.
 
 from __future__ import annotations
 
-from typing import Annotated
+import datetime as dt
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from hvelv.consent import access, decisions, service
+from hvelv.consent import access, decisions, issued, service
 from hvelv.consent.api import event_out, uses_out
 from hvelv.consent.model import ActorKind, EventKind, WithdrawalScope
 from hvelv.consent.models import Participant, ReconsentRequest, TemplateVersion
@@ -45,9 +47,11 @@ router = APIRouter(prefix="/v1/participant", tags=["participant"])
 TemplateKey = Annotated[str, Path(pattern=r"^t[0-9]{1,9}$")]
 ItemKey = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 RequestId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+EventSeq = Annotated[int, Path(ge=1, le=2**62, description="The event's ledger position (seq)")]
 
 _LOGIN_ERRORS = {401: "Unknown, used or expired invitation, or a wrong code"}
 _CONFLICT = {409: "Conflicts with the current consent", 404: "No such object"}
+_NOT_FOUND = {404: "No such event"}
 
 
 def _me(ctx: RequestContext) -> Participant:
@@ -202,7 +206,37 @@ def my_consents(ctx: Ctx) -> MyConsents:
 @endpoint(router, "GET", "/history", Action.PARTICIPANT_READ)
 def history(ctx: Ctx) -> list[EventOut]:
     """Every consent event, oldest first (past consents included)."""
-    return [event_out(r) for r in service.event_rows_of(ctx.session, _me(ctx))]
+    return [
+        event_out(r, f"/v1/participant/receipts/{r.seq}")
+        for r in service.event_rows_of(ctx.session, _me(ctx))
+    ]
+
+
+@endpoint(router, "GET", "/receipts/{event_id}", Action.PARTICIPANT_READ, errors=_NOT_FOUND)
+def receipt(event_id: EventSeq, ctx: Ctx) -> dict[str, Any]:
+    """The signed receipt of one of my consent events (JSON, Ed25519; check it offline with
+    ``hvelv consent verify-receipt`` and the key from ``hvelv keys public``)."""
+    participant = _me(ctx)
+    row = issued.receipt_row(ctx.session, participant, event_id)
+    return issued.issue_receipt(
+        ctx.session, ctx.platform.settings, ctx.platform.keyring, participant, row
+    )
+
+
+@dataclass(frozen=True)
+class _AtState:
+    at: dt.datetime
+    cached: service.Cached
+
+
+def _cached(ctx: RequestContext, participant: Participant, at: dt.datetime) -> _AtState:
+    """The participant's state at ``at`` from the consent cache; its first query begins the
+    request's write transaction, so every row it sees is committed and no other writer can
+    append before this request commits."""
+    state, position, templates = ctx.platform.consent_cache.state_of(
+        ctx.session, participant.project_id, _age(ctx), participant.pseudonym, at
+    )
+    return _AtState(at, service.Cached(state, position, templates))
 
 
 def _record(
@@ -214,9 +248,11 @@ def _record(
     language: str | None = None,
     choices: dict[str, bool] | None = None,
     scope: WithdrawalScope | None = None,
-    loaded: service.Loaded | None = None,
+    cached: _AtState | None = None,
 ) -> EventOut:
     acting = _acting(ctx, participant)
+    if cached is None:
+        cached = _cached(ctx, participant, dt.datetime.now(dt.UTC))
     if kind is EventKind.GIVEN and acting.proxy is not None:
         kind = EventKind.PROXY_GIVEN
     row = service.record_event(
@@ -232,10 +268,11 @@ def _record(
         choices=choices,
         scope=scope,
         age_of_majority=_age(ctx),
-        loaded=loaded,
+        at=cached.at,
+        cached=cached.cached,
     )
     ctx.commit()
-    return event_out(row)
+    return event_out(row, f"/v1/participant/receipts/{row.seq}")
 
 
 @endpoint(
@@ -265,21 +302,20 @@ def give(body: GiveIn, ctx: Ctx) -> EventOut:
 def choose_item(template_id: TemplateKey, item_id: ItemKey, body: ItemChoice, ctx: Ctx) -> EventOut:
     """Grant (``true``) or withdraw (``false``) one item: the same single step either way."""
     participant = _me(ctx)
-    loaded = service.load(ctx.session, participant)
-    view = service.current_state(ctx.session, participant, age_of_majority=_age(ctx), loaded=loaded)
-    current = next((c for c in view.consents if c["template_id"] == template_id), None)
+    cached = _cached(ctx, participant, dt.datetime.now(dt.UTC))
+    current = next((c for c in cached.cached.state.consents if c.template_id == template_id), None)
     if current is None:
         raise Conflict(
             "there is no consent to this template to change", code="consent_no_consent_to_change"
         )
-    template = service.get_version_by_id(ctx.session, participant.project_id, current["version_id"])
+    template = service.get_version_by_id(ctx.session, participant.project_id, current.version_id)
     return _record(
         ctx,
         participant,
         EventKind.CHANGED,
         template=template,
         choices={item_id: body.granted},
-        loaded=loaded,
+        cached=cached,
     )
 
 

@@ -197,6 +197,22 @@ class EventOut(BaseModel):
     choices: dict[str, bool]
     scope: str | None
     hash: str
+    receipt: str | None = Field(
+        default=None, description="Where the signed receipt of this event can be fetched."
+    )
+
+
+class FhirDocument(BaseModel):
+    """A FHIR ``Consent`` or ``Bundle`` of them; validated in full with ``fhir.resources``."""
+
+    model_config = ConfigDict(extra="allow")
+    resourceType: Literal["Consent", "Bundle"]  # noqa: N815 (the FHIR element name)
+
+
+class FhirImportOut(BaseModel):
+    documents: int
+    participants: list[str]
+    events: list[EventOut]
 
 
 class ProxyCreate(Strict):

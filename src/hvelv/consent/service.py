@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session
 
 from hvelv.audit.trail import AuditTrail
 from hvelv.consent import ledger
-from hvelv.consent.decision import DEFAULT_AGE_OF_MAJORITY, FoldContext, apply_event, fold
+from hvelv.consent.decision import (
+    DEFAULT_AGE_OF_MAJORITY,
+    ConsentState,
+    FoldContext,
+    apply_event,
+    fold,
+)
 from hvelv.consent.mapping import (
     CONSENT_ACTIONS,
     DATA_CLASSES,
@@ -341,6 +347,17 @@ class Loaded:
     history: list[ConsentEvent]
 
 
+@dataclass(frozen=True)
+class Cached:
+    """A participant's folded state at the event's time and the published templates, from
+    the process's consent cache (:meth:`hvelv.consent.decisions.ConsentCache.state_of`), read
+    inside the same write transaction as the append."""
+
+    state: ConsentState
+    position: int
+    templates: dict[str, Template]
+
+
 def load(session: Session, participant: Participant) -> Loaded:
     return Loaded(
         published_templates(session, participant.project_id), events_of(session, participant)
@@ -435,12 +452,16 @@ def record_event(
     at: dt.datetime | None = None,
     age_of_majority: int = DEFAULT_AGE_OF_MAJORITY,
     loaded: Loaded | None = None,
+    cached: Cached | None = None,
 ) -> ConsentEventRow:
     """Check the event against the participant's current state with the engine, then append it.
 
     Refuses (409, ``consent_<why>``) what the engine would ignore, so the ledger only holds
-    events that mean something; a "no" is never refused.
+    events that mean something; a "no" is never refused. The state comes from ``cached``
+    (folded at ``at``, which must then be given), else from ``loaded``, else from the ledger.
     """
+    if cached is not None and at is None:
+        raise ValueError("a cached state is folded at a given time: pass at")
     pid = participant.project_id
     when = at or dt.datetime.now(dt.UTC)
     picks = dict(choices or {})
@@ -467,11 +488,15 @@ def record_event(
         acting.proxy.participant_id != participant.id or acting.proxy.ended_at is not None
     ):
         raise Conflict("the proxy does not represent this participant", code="consent_proxy_ended")
-    loaded = loaded or load(session, participant)
-    templates, history = loaded.templates, loaded.history
+    if cached is not None:
+        templates, position = cached.templates, cached.position
+    else:
+        loaded = loaded or load(session, participant)
+        templates, history = loaded.templates, loaded.history
+        position = history[-1].seq if history else 0
     try:
         probe = ConsentEvent(
-            seq=(history[-1].seq + 1) if history else 1,
+            seq=position + 1,
             participant=participant.pseudonym,
             kind=kind,
             at=when,
@@ -484,7 +509,7 @@ def record_event(
     except ValueError as exc:
         raise InvalidInput(str(exc), code="invalid_consent_event") from None
     ctx = FoldContext(templates.get, participant.birth_date, age_of_majority)
-    state = fold(history, when, ctx).state
+    state = cached.state if cached is not None else fold(history, when, ctx).state
     _, note = apply_event(state, probe, ctx)
     if note is not None:
         raise Conflict(_REFUSALS.get(note, note), code=f"consent_{note}")

@@ -234,6 +234,11 @@ class ConsentIndex:
             diseases=self._diseases,
         )
 
+    def state_at(self, pseudonym: str, at: dt.datetime) -> tuple[ConsentState, int]:
+        """One participant's folded state at ``at`` and the ledger position it relies on
+        (the stored fold when no event is later than ``at``, else a refold up to ``at``)."""
+        return self._state_at(self._index[pseudonym], at, _micros(at))
+
     def _state_at(self, i: int, at: dt.datetime, at_us: int) -> tuple[ConsentState, int]:
         """State id inputs for participant ``i`` at ``at``: (state, ledger position)."""
         if int(self._last_at.view[i]) <= at_us:

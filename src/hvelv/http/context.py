@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from hvelv.audit.ledger import AuditRecord, Outcome
 from hvelv.audit.trail import AuditTrail
 from hvelv.consent import access as participant_access
+from hvelv.db.engine import WRITE_OPTION
 from hvelv.errors import Forbidden, HvelvError, NotFound, Unauthenticated
 from hvelv.files.models import UploadLink
 from hvelv.identity.models import AuthSession, User
@@ -51,6 +52,7 @@ class RequestContext:
     principal: Principal | None = None
     project: Project | None = None
     roles: frozenset[Role] = frozenset()
+    loaded: list[Any] = field(default_factory=list)  # objects the handler will look up again
     _session: Session | None = field(default=None, repr=False)
 
     @property
@@ -134,7 +136,7 @@ def _authenticate(ctx: RequestContext, token: str) -> Principal:
     if token.startswith(UPLOAD_LINK_PREFIX):
         return _upload_link(session, token, now)
     if token.startswith(participant_access.SESSION_PREFIX):
-        return participant_access.authenticate(session, token)
+        return participant_access.authenticate(session, token, ctx.loaded)
     if token.startswith(API_KEY_PREFIX):
         try:
             key_id, secret = parse_api_key(token)
@@ -240,6 +242,15 @@ def context(request: Request) -> Iterator[RequestContext]:
 def _establish(ctx: RequestContext, request: Request) -> None:
     pid = request.path_params.get("pid")
     target = f"project:{pid}" if pid else None
+    writes = ACTIONS[ctx.action].writes
+    if writes:
+        # Authenticate in a read transaction of the request's session, ended below: the write
+        # transaction (SQLite's write gate, PostgreSQL's advisory lock) then begins at the
+        # handler's first query and ends at its commit, inside one call on one thread. Held
+        # from here instead, it spanned the hops between threadpool calls: slower under load,
+        # and with more concurrent writers than threads every thread could wait for the lock
+        # while its holder waited for a thread.
+        ctx.session.connection(execution_options={WRITE_OPTION: False})
     try:
         token = _bearer(request)
         if token is None:
@@ -270,6 +281,8 @@ def _establish(ctx: RequestContext, request: Request) -> None:
         raise _refuse(
             ctx, Forbidden(message, code=reason, details={"action": ctx.action.value}), target
         )
+    if writes:
+        ctx.session.commit()  # end the read transaction (objects stay loaded)
     if ctx.principal.kind is PrincipalKind.API_KEY:
         route = request.scope.get("route")
         record = AuditRecord(
