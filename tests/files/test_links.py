@@ -142,3 +142,15 @@ def test_browser_null_relative_path_falls_back_to_the_file_name(
     )
     assert response.status_code == 201
     assert download(client, project, h, "photo.jpg").status_code == 200
+
+
+def test_booleans_are_not_numbers(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    for field in ("max_uses", "max_bytes", "expires_in_hours"):
+        response = client.post(
+            f"/v1/projects/{project}/upload-links",
+            json={"label": "x", field: True},
+            headers=people["owner"].headers,
+        )
+        assert response.status_code == 422, (field, response.text)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hvelv.text import Line, Text
+from hvelv.text import Line, RequestBody, Text
 
 Lang = Literal["nb", "nn", "en"]
 Scope = Literal["stop_use", "delete_data", "destroy_samples"]
@@ -18,8 +18,8 @@ PseudonymStr = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 Word = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9_:.-]+$")]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Strict(RequestBody):
+    """A request body (unknown fields and booleans for numbers refused)."""
 
 
 # -- templates ------------------------------------------------------------------------------

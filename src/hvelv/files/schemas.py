@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from hvelv.text import Line
+from hvelv.text import Line, RequestBody
 
 
 class FileOut(BaseModel):
@@ -36,8 +36,8 @@ class TrashPage(BaseModel):
     next_cursor: str | None
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Strict(RequestBody):
+    """A request body (unknown fields and booleans for numbers refused)."""
 
 
 class MoveIn(Strict):

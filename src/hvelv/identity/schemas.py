@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from hvelv.text import Line
+from hvelv.text import Line, RequestBody
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Strict(RequestBody):
+    """A request body (unknown fields and booleans for numbers refused)."""
 
 
 class TokenRequest(Strict):

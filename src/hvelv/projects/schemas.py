@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from hvelv.security.actions import Action, Role
-from hvelv.text import Line, Text
+from hvelv.text import Line, RequestBody, Text
 
 # DUO permission and modifier codes a project may declare as approved purposes
 DUO_PURPOSES = {
@@ -20,8 +20,8 @@ DUO_PURPOSES = {
 }
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Strict(RequestBody):
+    """A request body (unknown fields and booleans for numbers refused)."""
 
 
 class Purpose(Strict):
