@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 import pytest
@@ -11,6 +12,8 @@ from hvelv.text import RequestBody
 
 
 class Body(RequestBody):
+    when: dt.datetime | None = None
+    day: dt.date | None = None
     count: int = 0
     ratio: float | None = None
     limit: Annotated[int | None, Field(ge=0)] = None
@@ -20,8 +23,10 @@ class Body(RequestBody):
 
 @pytest.mark.parametrize("field", ["count", "ratio", "limit"])
 def test_booleans_for_numbers_are_refused(field: str) -> None:
-    with pytest.raises(ValidationError, match="not true or false"):
+    with pytest.raises(ValidationError, match="must be a number"):
         Body.model_validate({field: True})
+    with pytest.raises(ValidationError, match="must be a number"):
+        Body.model_validate({field: "5"})
 
 
 def test_real_values_pass() -> None:
@@ -32,3 +37,10 @@ def test_real_values_pass() -> None:
 def test_unknown_fields_are_refused() -> None:
     with pytest.raises(ValidationError):
         Body.model_validate({"other": 1})
+
+
+@pytest.mark.parametrize("field", ["when", "day"])
+def test_numbers_for_dates_are_refused(field: str) -> None:
+    with pytest.raises(ValidationError, match="ISO 8601"):
+        Body.model_validate({field: 1.5e-256})
+    assert Body.model_validate({field: "2026-01-31"}) is not None

@@ -6,6 +6,7 @@ terminals; both are refused at the edge with a clear 422.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,28 +19,38 @@ Line = Annotated[str, Field(pattern=LINE_PATTERN)]
 Text = Annotated[str, Field(pattern=TEXT_PATTERN)]
 
 
-def _numeric(annotation: Any) -> bool:
-    """True for int/float annotations (also inside Optional/Annotated), never for bool."""
+def _scalar(annotation: Any) -> type | None:
+    """``int``/``float``, ``datetime``/``date``, or None, looking inside Optional/Annotated."""
+    if annotation is bool:
+        return None
     if annotation in (int, float):
-        return True
+        return float
+    if annotation in (dt.datetime, dt.date):
+        return dt.date
     if get_origin(annotation) is Annotated:
-        return _numeric(get_args(annotation)[0])
-    args = get_args(annotation)
-    return bool(args) and bool not in args and any(_numeric(arg) for arg in args)
+        return _scalar(get_args(annotation)[0])
+    kinds = {_scalar(arg) for arg in get_args(annotation) if arg is not type(None)}
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 class RequestBody(BaseModel):
-    """Base of every JSON request body: unknown fields are refused, and so are JSON
-    booleans where a number is expected (pydantic's lax mode would read ``true`` as 1)."""
+    """Base of every JSON request body. Unknown fields are refused, and so are values of
+    another JSON type than the schema says, which pydantic's lax mode would convert:
+    ``true`` or ``"5"`` for a number, a number for a date-time."""
 
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod
-    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+    def _json_types(cls, data: Any) -> Any:
         if isinstance(data, dict):
             for name, info in cls.model_fields.items():
                 value = data.get(info.alias or name)
-                if isinstance(value, bool) and _numeric(info.annotation):
-                    raise ValueError(f"{name} must be a number, not true or false")
+                if value is None:
+                    continue
+                kind = _scalar(info.annotation)
+                if kind is float and (isinstance(value, bool | str)):
+                    raise ValueError(f"{name} must be a number")
+                if kind is dt.date and not isinstance(value, str):
+                    raise ValueError(f"{name} must be an ISO 8601 date or date-time string")
         return data
