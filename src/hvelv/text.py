@@ -7,9 +7,17 @@ terminals; both are refused at the edge with a clear 422.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
@@ -54,3 +62,23 @@ class RequestBody(BaseModel):
                 if kind is dt.date and not isinstance(value, str):
                     raise ValueError(f"{name} must be an ISO 8601 date or date-time string")
         return data
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]|$)")
+
+
+def _iso_only(value: object) -> object:
+    """Only ISO 8601 text, as documented (pydantic would also take Unix numbers, 1e-5...)."""
+    if not isinstance(value, str) or not _ISO_DATE.match(value.strip()):
+        raise ValueError("use an ISO 8601 date-time such as 2026-01-31T12:00:00Z")
+    return value
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        raise ValueError("give a time zone, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+IsoTime = Annotated[dt.datetime, BeforeValidator(_iso_only), AfterValidator(_aware)]
+"""A time in a query parameter: ISO 8601 text with a time zone, nothing else."""

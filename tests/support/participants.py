@@ -22,9 +22,18 @@ def _check(digits: str, weights: tuple[int, ...]) -> int | None:
     return None if k == 10 else k
 
 
+_ISSUED: set[str] = set()  # ids drawn without a seeded rng are unique in a test session
+
+
 def national_id(birth: dt.date, rng: random.Random | None = None, *, d_number: bool = False) -> str:
-    """A valid fødselsnummer (or D-number: day + 40) for someone born on ``birth``."""
-    rng = rng or random.Random()
+    """A valid fødselsnummer (or D-number: day + 40) for someone born on ``birth``; without
+    ``rng``, never the same one twice (two draws for one birth date collided now and then)."""
+    if rng is None:
+        while True:
+            drawn = national_id(birth, random.Random(), d_number=d_number)
+            if drawn not in _ISSUED:
+                _ISSUED.add(drawn)
+                return drawn
     day = birth.day + (40 if d_number else 0)
     while True:
         individual = rng.randint(500, 999) if birth.year >= 2000 else rng.randint(0, 499)

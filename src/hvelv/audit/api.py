@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import AfterValidator, BaseModel, BeforeValidator
+from pydantic import BaseModel
 
 from hvelv.audit.service import AuditQuery, query
 from hvelv.http.context import Ctx
 from hvelv.http.routing import endpoint
 from hvelv.security.actions import Action
-from hvelv.text import LINE_PATTERN
+from hvelv.text import LINE_PATTERN, IsoTime
 
 router = APIRouter(prefix="/v1", tags=["audit"])
-
-
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]|$)")
-
-
-def _iso_only(value: object) -> object:
-    """Only ISO 8601 text, as documented (pydantic would also take Unix numbers, 1e-5...)."""
-    if not isinstance(value, str) or not _ISO_DATE.match(value.strip()):
-        raise ValueError("use an ISO 8601 date-time such as 2026-01-31T12:00:00Z")
-    return value
-
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("give a time zone, e.g. 2026-01-31T12:00:00Z")
-    return value
-
-
-IsoTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_aware)]
 
 
 class AuditPage(BaseModel):

@@ -73,6 +73,7 @@ from hvelv.http.context import Ctx, RequestContext
 from hvelv.http.routing import endpoint
 from hvelv.notify import outbox
 from hvelv.security.actions import Action
+from hvelv.text import IsoTime
 
 router = APIRouter(prefix="/v1/projects/{pid}/consent", tags=["consent"])
 
@@ -794,7 +795,7 @@ def participant_fhir(
     pseudonym: Pseudonym,
     ctx: Ctx,
     version: FhirVersionQuery = "R5",
-    at: dt.datetime | None = None,
+    at: Annotated[IsoTime | None, Query(description="State at this time (ISO 8601)")] = None,
 ) -> JSONResponse:
     """The participant's consent as FHIR: a ``Bundle`` (collection) of one validated
     ``Consent`` per template their ledger names, as in force now (or at ``at``)."""
@@ -821,7 +822,10 @@ def participant_fhir(
     response_class=Response,
 )
 def project_fhir(
-    pid: Pid, ctx: Ctx, version: FhirVersionQuery = "R5", at: dt.datetime | None = None
+    pid: Pid,
+    ctx: Ctx,
+    version: FhirVersionQuery = "R5",
+    at: Annotated[IsoTime | None, Query(description="State at this time (ISO 8601)")] = None,
 ) -> Response:
     """Every participant's consents as FHIR NDJSON (one validated ``Consent`` per line, per
     participant and template), as in force now (or at ``at``)."""
