@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import json
 import re
 from typing import Any
 
@@ -367,6 +368,21 @@ def test_round_trip_gives_the_same_decisions(
 def test_a_national_id_is_never_the_participant_reference(version: FhirVersion) -> None:
     with pytest.raises(ValueError, match="pseudonym"):
         EXPORTERS[version]("Patient/15108695088", f.MAIN_V1, [], f.day(1))
+    with pytest.raises(ValueError, match="pseudonym"):
+        EXPORTERS[version]("151086 95088", f.MAIN_V1, [], f.day(1))
+
+
+@given(st.text(alphabet="0123456789abcdef", min_size=32, max_size=32))
+def test_any_pseudonym_is_a_valid_participant_reference(pseudonym: str) -> None:
+    # A hex pseudonym can hold eleven digits in a row; it is still not a national id.
+    for version in ("R5", "R4"):
+        doc = EXPORTERS[version](f"Patient/{pseudonym}", f.MAIN_V1, [], f.day(1))
+        assert pseudonym in json.dumps(doc)
+
+
+def test_a_pseudonym_with_eleven_digits_in_a_row_is_accepted() -> None:
+    doc = EXPORTERS["R5"]("Patient/ab15108695088cd15108695088ef1234", f.MAIN_V1, [], f.day(1))
+    assert doc["subject"] == {"reference": "Patient/ab15108695088cd15108695088ef1234"}
 
 
 def test_r5_base_permit_from_elsewhere_becomes_nres_with_denies() -> None:

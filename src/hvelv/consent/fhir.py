@@ -135,7 +135,10 @@ _RESEARCH = {
 _OPTIN = {
     "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
 }
-_NATIONAL_ID_LIKE: Final = re.compile(r"(?<!\d)\d{11}(?!\d)")
+# The id part of a reference ("Patient/<id>") that is a national id, with or without the
+# space people type after the birth date. A pseudonym is 32 hex characters and may hold a
+# run of eleven digits by chance, so the guard looks at the whole id, not at any digit run.
+_NATIONAL_ID_LIKE: Final = re.compile(r"(?:^|/)\d{6} ?\d{5}$")
 _DUO_BY_ID: Final = {t.id: code for code, t in DUO_TERMS.items()}
 
 
