@@ -109,3 +109,34 @@ def test_concatenation_and_termination_on_s3(
     patch(client, doomed, h, 0, os.urandom(6 * MiB))
     assert client.delete(doomed, headers={**h, **TUS}).status_code == 204
     assert list(platform.store().list_uploads()) == []
+
+
+def test_deferred_length_on_s3_after_a_crash(
+    client: TestClient, platform: Platform, people: dict[str, Person], project: str
+) -> None:
+    """Upload-Defer-Length with S3's 5 MiB minimum part size, continued by a new writer."""
+    h = people["member"].headers
+    data = os.urandom(12 * MiB + 3)
+    made = client.post(
+        uploads_url(project),
+        headers={
+            **h,
+            **TUS,
+            "Upload-Defer-Length": "1",
+            "Upload-Metadata": metadata(filename="deferred.bin"),
+        },
+    )
+    assert made.status_code == 201, made.text
+    url = made.headers["Location"]
+    first = 6 * MiB + 7
+    assert patch(client, url, h, 0, data[:first]).status_code == 204
+    uploads._LIVE.clear()  # the process that held the writer is gone
+    state = client.head(url, headers={**h, **TUS})
+    assert (state.headers["Upload-Offset"], state.headers["Upload-Defer-Length"]) == (
+        str(first),
+        "1",
+    )
+    last = patch(client, url, h, first, data[first:], **{"Upload-Length": str(len(data))})
+    assert last.status_code == 204, last.text
+    assert download(client, project, h, "deferred.bin").content == data
+    assert list(platform.store().list_uploads()) == []

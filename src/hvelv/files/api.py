@@ -18,6 +18,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
 from hvelv.audit.ledger import AuditRecord, Outcome
@@ -154,7 +155,8 @@ async def _receive(
     """Stream the request body into the upload; return the new durable offset."""
     writer = uploads.PartWriter(ctx.platform, lease)
     writer.defer = checksum is not None
-    remaining = lease.upload.length - lease.upload.offset
+    length = lease.upload.length  # None: deferred, and the body may bring what is reserved
+    remaining = (length if length is not None else lease.upload.reserved) - lease.upload.offset
     hasher = checksum.hasher() if checksum else None
     limit = ctx.platform.settings.upload_part_bytes * 4
     pending = bytearray()
@@ -206,15 +208,24 @@ async def _receive(
                     headers={"Upload-Offset": str(lease.upload.offset)},
                 )
             writer.defer = False
-        if writer.writer.plaintext_length == lease.upload.length:
+        if length is not None and writer.writer.plaintext_length == length:
             await run_in_threadpool(writer.finish, _trail_for(ctx))
-            offset = lease.upload.length
+            offset = length
         else:
             offset = await run_in_threadpool(writer.flush)
     except BaseException:
         await run_in_threadpool(writer.abandon)
         raise
     if too_long:
+        if lease.over_limit is not None:  # deferred length: a limit, not Upload-Length
+            over = lease.over_limit
+            raise tus.TusError(
+                over.status,
+                over.code,
+                f"{over.message}; the excess was refused",
+                details=over.details,
+                headers={"Upload-Offset": str(offset)},
+            )
         raise tus.TusError(
             413,
             "beyond_upload_length",
@@ -222,6 +233,14 @@ async def _receive(
             headers={"Upload-Offset": str(offset)},
         )
     return offset
+
+
+def _content_length(headers: Headers) -> int | None:
+    """The body's announced size (None for a chunked body)."""
+    value = headers.get("content-length")
+    if value is None or headers.get("transfer-encoding"):
+        return None
+    return tus.parse_int(value, "Content-Length")
 
 
 def _find(ctx: RequestContext, area: Area, upload_id: str) -> Upload:
@@ -278,10 +297,15 @@ def _register(area: Area) -> None:
         body_follows = int(headers.get("content-length") or 0) > 0 or bool(
             headers.get("transfer-encoding")
         )
-        if headers.get("upload-defer-length") is not None:
+        deferred = tus.parse_defer_length(headers.get("upload-defer-length"))
+        if deferred and headers.get("upload-length") is not None:
             raise tus.TusError(
-                400, "defer_length", "Upload-Defer-Length is not supported; send Upload-Length"
+                400,
+                "invalid_header",
+                "send either Upload-Length or Upload-Defer-Length, not both",
             )
+        if deferred and concat is not None and concat.kind == "final":
+            raise tus.TusError(400, "invalid_concat", "a final upload takes neither length header")
         new = uploads.NewUpload(
             area=area,
             length=0,
@@ -324,7 +348,10 @@ def _register(area: Area) -> None:
                     "Upload-Offset": str(final.length),
                 },
             )
-        new.length = tus.parse_int(headers.get("upload-length"), "Upload-Length")
+        if deferred:
+            new.length = None
+        else:
+            new.length = tus.parse_int(headers.get("upload-length"), "Upload-Length")
         if body_follows and tus.bad_content_type(headers.get("content-type")):
             raise tus.bad_content_type(headers.get("content-type")) or AssertionError()
 
@@ -334,7 +361,9 @@ def _register(area: Area) -> None:
             upload = uploads.create(ctx.platform, ctx.session, ctx.trail(), project, new)
             lease = None
             if body_follows and upload.status == "active":
-                lease = uploads.acquire(ctx.platform, ctx.session, upload, 0)
+                lease = uploads.acquire(
+                    ctx.platform, ctx.session, upload, 0, _content_length(headers)
+                )
             ctx.commit()
             return upload, lease
 
@@ -356,7 +385,10 @@ def _register(area: Area) -> None:
         offset = uploads.current_offset(ctx.platform, ctx.session, upload)
         ctx.commit()
         headers = _tus_headers(upload, offset)
-        headers["Upload-Length"] = str(upload.length)
+        if upload.length is None:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(upload.length)
         if upload.metadata_header:
             headers["Upload-Metadata"] = upload.metadata_header
         concat = _concat_header(upload, pid, area)
@@ -373,7 +405,8 @@ def _register(area: Area) -> None:
         errors=TUS_ERRORS,
     )
     async def tus_patch(pid: Pid, upload_id: UploadId, request: Request, ctx: Ctx) -> Response:
-        """tus: append bytes at `Upload-Offset` (optionally with `Upload-Checksum`)."""
+        """tus: append bytes at `Upload-Offset` (optionally with `Upload-Checksum`); an
+        upload created with `Upload-Defer-Length: 1` gets its `Upload-Length` on a PATCH."""
         headers = request.headers
         tus.check_version(headers.get("tus-resumable"))
         bad = tus.bad_content_type(headers.get("content-type"))
@@ -381,15 +414,22 @@ def _register(area: Area) -> None:
             raise bad
         offset = tus.parse_int(headers.get("upload-offset"), "Upload-Offset")
         checksum = tus.parse_checksum(headers.get("upload-checksum"))
+        declared = headers.get("upload-length")
+        length = None if declared is None else tus.parse_int(declared, "Upload-Length")
 
         def lease() -> tuple[Upload, uploads.Lease | None]:
             upload = _find(ctx, area, upload_id)
-            got = uploads.acquire(ctx.platform, ctx.session, upload, offset)
+            got = uploads.acquire(
+                ctx.platform, ctx.session, upload, offset, _content_length(headers), length
+            )
             ctx.commit()
             return upload, got
 
         upload, got = await run_in_threadpool(lease)
-        new_offset = upload.length if got is None else await _receive(ctx, request, got, checksum)
+        if got is None:
+            new_offset = uploads.known_length(upload)
+        else:
+            new_offset = await _receive(ctx, request, got, checksum)
         out = _tus_headers(upload if got is None else got.upload, new_offset)
         return Response(status_code=204, headers=out)
 

@@ -59,8 +59,12 @@ class Upload(Base):
     path: Mapped[str | None] = mapped_column(String(1024))
     content_type: Mapped[str] = mapped_column(String(255))
     metadata_header: Mapped[str] = mapped_column(String(4096), default="")
-    length: Mapped[int] = mapped_column(BigInteger)
+    # None while the length is deferred (tus creation-defer-length); ``reserved`` is then
+    # what the upload counts against quotas: its offset, plus the bytes a PATCH may still
+    # bring while it runs
+    length: Mapped[int | None] = mapped_column(BigInteger)
     offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     concat: Mapped[str] = mapped_column(String(8), default="none")  # none|partial|final
     partials: Mapped[list[str]] = mapped_column(JSON, default=list)
     store: Mapped[str] = mapped_column(String(16))

@@ -1,8 +1,8 @@
 """The tus 1.0.0 resumable upload protocol: headers in and out, nothing stateful.
 
 https://tus.io/protocols/resumable-upload — core protocol plus the extensions
-``creation``, ``creation-with-upload``, ``termination``, ``checksum``, ``expiration`` and
-``concatenation``.
+``creation``, ``creation-with-upload``, ``creation-defer-length``, ``termination``,
+``checksum``, ``expiration`` and ``concatenation``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from urllib.parse import urlsplit
 from hvelv.errors import HvelvError, InvalidInput
 
 VERSION: Final = "1.0.0"
-EXTENSIONS: Final = "creation,creation-with-upload,termination,checksum,expiration,concatenation"
+EXTENSIONS: Final = (
+    "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,"
+    "concatenation"
+)
 CHECKSUM_ALGORITHMS: Final = ("sha1", "sha256", "md5")
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 MAX_METADATA: Final = 4096
@@ -31,6 +34,7 @@ TUS_RESPONSE_HEADERS: Final = (
     "Tus-Checksum-Algorithm",
     "Upload-Offset",
     "Upload-Length",
+    "Upload-Defer-Length",
     "Upload-Metadata",
     "Upload-Expires",
     "Upload-Concat",
@@ -60,6 +64,15 @@ def parse_int(value: str | None, name: str) -> int:
     if value is None or not value.isascii() or not value.isdigit() or len(value) > 19:
         raise TusError(400, "invalid_header", f"{name} must be a non-negative integer")
     return int(value)
+
+
+def parse_defer_length(value: str | None) -> bool:
+    """``Upload-Defer-Length``: absent, or exactly ``1`` (the length comes on a PATCH)."""
+    if value is None:
+        return False
+    if value.strip() != "1":
+        raise TusError(400, "invalid_header", "Upload-Defer-Length must be 1")
+    return True
 
 
 def parse_metadata(value: str | None) -> dict[str, str | None]:

@@ -117,7 +117,7 @@ def _remember(upload_id: str, live: _Live | None) -> None:
 @dataclass
 class NewUpload:
     area: Area
-    length: int
+    length: int | None  # None: deferred (Upload-Defer-Length: 1)
     metadata: dict[str, str | None]
     metadata_header: str
     creator: str
@@ -148,9 +148,10 @@ def _content_type(metadata: dict[str, str | None]) -> str:
 
 
 def used_bytes(session: Session, pid: str) -> int:
-    """Bytes a project holds or has reserved: files (trash included) and open uploads."""
+    """Bytes a project holds or has reserved: files (trash included) and open uploads
+    (their length, or while it is deferred what they have received or may receive)."""
     pending = session.scalar(
-        select(func.coalesce(func.sum(Upload.length), 0)).where(
+        select(func.coalesce(func.sum(func.coalesce(Upload.length, Upload.reserved)), 0)).where(
             Upload.project_id == pid,
             Upload.file_id.is_(None),
             Upload.concat != "final",
@@ -159,14 +160,18 @@ def used_bytes(session: Session, pid: str) -> int:
     return catalog.total_size(session, pid) + int(pending or 0)
 
 
-def _check_space(platform: Platform, session: Session, project: Project, length: int) -> None:
+def _check_space(
+    platform: Platform, session: Session, project: Project, length: int, *, held: int = 0
+) -> None:
+    """``length`` more bytes fit the maximum file size and the project's quota (``held``:
+    bytes of this upload already counted as used)."""
     limit = platform.settings.max_file_bytes
     if length > limit:
         raise TusError(
             413, "file_too_large", f"the file is larger than the maximum of {limit} bytes"
         )
     if project.quota_bytes is not None:
-        used = used_bytes(session, project.pid)
+        used = used_bytes(session, project.pid) - held
         if used + length > project.quota_bytes:
             raise TusError(
                 413,
@@ -205,12 +210,13 @@ def create(
     """Register an upload (and, for 0 bytes, finish it at once)."""
     path = None if new.partial else _path_from(new.metadata)
     content_type = _content_type(new.metadata)
-    _check_space(platform, session, project, new.length)
+    _check_space(platform, session, project, new.length or 0)
     if new.link_id is not None:
-        _use_link(session, new.link_id, new.length, count_use=not new.partial)
+        _use_link(session, new.link_id, new.length or 0, count_use=not new.partial)
     store = platform.store()
     storage_key, oid = new_blob_name(project.pid)
     key_id, raw = keys.new_data_key(session, platform.keyring, project.pid)
+    # a deferred upload plans for the default segment size; deferred_limit() then caps it
     segment_size = plan_segment_size(store, new.length, preferred=platform.settings.segment_size)
     now = now_utc()
     upload = Upload(
@@ -222,6 +228,7 @@ def create(
         metadata_header=new.metadata_header,
         length=new.length,
         offset=0,
+        reserved=0,
         concat="partial" if new.partial else "none",
         partials=[],
         store=platform.store_name,
@@ -259,6 +266,137 @@ def _target(upload: Upload) -> str:
     return f"{upload.area}:{upload.path}" if upload.path else f"{upload.area}:partial"
 
 
+def known_length(upload: Upload) -> int:
+    """The length of an upload that has one (complete uploads always do)."""
+    assert upload.length is not None, "the upload's length is deferred"
+    return upload.length
+
+
+# -- deferred length (tus creation-defer-length) ----------------------------------------------
+
+# parts a store's object may use, less a margin (as plan_segment_size)
+_PART_MARGIN: Final = 100
+
+
+def deferred_limit(platform: Platform, upload: Upload) -> int:
+    """The most bytes an upload of deferred length may grow to: the maximum file size, and
+    what fits the store's part count at the segment size chosen without knowing the length
+    (every stored part but the last holds at least one whole segment)."""
+    limit = platform.settings.max_file_bytes
+    max_parts = platform.store(upload.store).max_parts
+    if max_parts:
+        limit = min(limit, max(1, max_parts - _PART_MARGIN) * upload.segment_size)
+    return limit
+
+
+def _settle_reservation(session: Session, upload: Upload, offset: int) -> None:
+    """A deferred upload holds exactly its received bytes again (after a PATCH, or a
+    crashed one); its link's allowance gets back what was reserved but not received."""
+    if upload.length is not None or upload.reserved == offset:
+        return
+    if upload.link_id is not None:
+        link = session.get(UploadLink, upload.link_id)
+        if link is not None:
+            link.bytes_reserved = max(0, link.bytes_reserved - (upload.reserved - offset))
+    upload.reserved = offset
+
+
+def declare_length(
+    platform: Platform, session: Session, project: Project, upload: Upload, length: int
+) -> None:
+    """``Upload-Length`` sent on a PATCH: set a deferred length once, checking the maximum
+    file size, the quota and the link's allowance now that the size is known."""
+    if upload.length is not None:
+        if length != upload.length:
+            raise TusError(
+                400,
+                "upload_length_set",
+                f"the upload's length is already {upload.length}; it cannot be changed",
+            )
+        return
+    if length < upload.offset:
+        raise TusError(
+            400,
+            "invalid_header",
+            f"Upload-Length {length} is less than the {upload.offset} bytes already received",
+        )
+    _settle_reservation(session, upload, upload.offset)
+    limit = deferred_limit(platform, upload)
+    if length > limit:
+        raise TusError(
+            413,
+            "file_too_large",
+            f"the file is larger than the maximum of {limit} bytes for an upload whose "
+            "length was deferred",
+        )
+    _check_space(platform, session, project, length, held=upload.reserved)
+    link = session.get(UploadLink, upload.link_id) if upload.link_id is not None else None
+    if link is not None:  # the link holds this upload's received bytes; now all of it
+        more = length - upload.reserved
+        if link.max_bytes is not None and link.bytes_reserved + more > link.max_bytes:
+            raise TusError(
+                413,
+                "link_size_exceeded",
+                f"the upload link allows {link.max_bytes - link.bytes_reserved} more bytes",
+            )
+        link.bytes_reserved += more
+    upload.length = length
+    upload.reserved = 0
+    session.flush()
+
+
+def _reserve_deferred(
+    platform: Platform, session: Session, upload: Upload, incoming: int | None
+) -> TusError:
+    """Before a PATCH of an upload whose length is deferred: reserve what it may bring (the
+    request's Content-Length, or all that is left) against the maximum file size, the quota
+    and the link. Returns the error for a body that brings more."""
+    upload.reserved = upload.offset
+    limits: list[tuple[int, TusError]] = []
+    limit = deferred_limit(platform, upload)
+    limits.append(
+        (
+            limit - upload.offset,
+            TusError(
+                413,
+                "file_too_large",
+                f"the file would be larger than the maximum of {limit} bytes for an upload "
+                "whose length was deferred",
+            ),
+        )
+    )
+    project = session.get(Project, upload.project_id)
+    if project is not None and project.quota_bytes is not None:
+        used = used_bytes(session, upload.project_id)
+        limits.append(
+            (
+                project.quota_bytes - used,
+                TusError(
+                    413,
+                    "quota_exceeded",
+                    f"the project's quota of {project.quota_bytes} bytes would be exceeded "
+                    f"({used} bytes used or reserved)",
+                    details={"quota_bytes": project.quota_bytes, "used_bytes": used},
+                ),
+            )
+        )
+    link = session.get(UploadLink, upload.link_id) if upload.link_id is not None else None
+    if link is not None and link.max_bytes is not None:
+        left = link.max_bytes - link.bytes_reserved
+        limits.append(
+            (left, TusError(413, "link_size_exceeded", f"the upload link allows {left} more bytes"))
+        )
+    room, error = min(limits, key=lambda item: item[0])
+    room = max(0, room)
+    if incoming is not None and incoming > room:
+        raise error
+    want = room if incoming is None else incoming
+    upload.reserved = upload.offset + want
+    if link is not None:
+        link.bytes_reserved += want
+    return error
+
+
 # -- finding and leasing ----------------------------------------------------------------------
 
 
@@ -282,14 +420,15 @@ def find(
 def current_offset(platform: Platform, session: Session, upload: Upload) -> int:
     """The durable offset, reconciling with the store after a crash (HEAD)."""
     if upload.status != "active":
-        return upload.length
+        return known_length(upload)
     now = now_utc()
     if _stale(platform, upload, now):
         live = _reconcile(platform, session, upload)
         upload.lease_owner = None
         upload.lease_until = None
         if live is None:
-            return upload.length
+            return known_length(upload)
+        _settle_reservation(session, upload, upload.offset)
     return upload.offset
 
 
@@ -301,12 +440,24 @@ class Lease:
     upload: Upload  # detached snapshot taken when the lease was acquired
     blob: Blob
     store_upload_id: str
+    # a deferred upload: the error for a body bringing more than was reserved
+    over_limit: TusError | None = None
     final_sent: bool = False
     parts_written: list[int] = field(default_factory=list)
 
 
-def acquire(platform: Platform, session: Session, upload: Upload, offset: int) -> Lease | None:
-    """Lease an active upload for one PATCH at ``offset`` (None: it was already complete)."""
+def acquire(
+    platform: Platform,
+    session: Session,
+    upload: Upload,
+    offset: int,
+    incoming: int | None = None,
+    declared: int | None = None,
+) -> Lease | None:
+    """Lease an active upload for one PATCH at ``offset`` bringing ``incoming`` bytes (None:
+    unknown) and perhaps declaring the deferred length; None: it was already complete. An
+    upload whose length is still deferred reserves what the request may bring against the
+    limits first."""
     if upload.concat == "final":
         raise TusError(403, "final_upload", "a final concatenated upload cannot be patched")
     if upload.status != "active":
@@ -314,7 +465,7 @@ def acquire(platform: Platform, session: Session, upload: Upload, offset: int) -
             409,
             "offset_mismatch",
             "the upload is already complete",
-            headers={"Upload-Offset": str(upload.length)},
+            headers={"Upload-Offset": str(known_length(upload))},
         )
     now = now_utc()
     if upload.lease_owner is not None and not _stale(platform, upload, now):
@@ -336,6 +487,14 @@ def acquire(platform: Platform, session: Session, upload: Upload, offset: int) -
             f"Upload-Offset is {offset} but the upload is at {upload.offset}",
             headers={"Upload-Offset": str(upload.offset)},
         )
+    over_limit = None
+    _settle_reservation(session, upload, upload.offset)  # after a crashed PATCH
+    if declared is not None:
+        project = session.get(Project, upload.project_id)
+        assert project is not None
+        declare_length(platform, session, project, upload, declared)
+    if upload.length is None:
+        over_limit = _reserve_deferred(platform, session, upload, incoming)
     owner = _owner(platform)
     upload.lease_owner = owner
     upload.lease_until = now + timedelta(seconds=platform.settings.upload_lease_seconds)
@@ -349,6 +508,7 @@ def acquire(platform: Platform, session: Session, upload: Upload, offset: int) -
         upload,
         _blob_of(upload),
         upload.store_upload_id,
+        over_limit,
     )
 
 
@@ -359,7 +519,7 @@ def _blob_of(upload: Upload) -> Blob:
         oid=upload.storage_key.rsplit("/", 1)[-1],
         key_id=upload.key_id,
         segment_size=upload.segment_size,
-        size=upload.length,
+        size=upload.offset if upload.length is None else upload.length,
     )
 
 
@@ -373,8 +533,10 @@ def _reconcile(platform: Platform, session: Session, upload: Upload) -> _Live | 
         parts = store.list_parts(upload.storage_key, upload.store_upload_id)
     except UploadNotFoundError:
         # completed in the store but not recorded (a crash in between): record it now
-        if store.exists(upload.storage_key) and store.size(upload.storage_key) == encrypted_size(
-            upload.length, upload.segment_size
+        if (
+            upload.length is not None
+            and store.exists(upload.storage_key)
+            and store.size(upload.storage_key) == encrypted_size(upload.length, upload.segment_size)
         ):
             reader = FileReader(platform, session, upload.project_id, [blob])
             trail = AuditTrail(session, platform.ledger, upload.creator)
@@ -516,6 +678,8 @@ class PartWriter:
             )
             if done.rowcount != 1:  # type: ignore[attr-defined]
                 raise LeaseLost("another request took this upload over")
+            if release:
+                _release_reservation(session, self.lease.upload_id)
 
     def flush(self) -> int:
         """Store everything received (whole segments as a part, the rest as the tail) and
@@ -553,7 +717,7 @@ class PartWriter:
             upload = session.get(Upload, self.lease.upload_id)
             if upload is None or upload.lease_owner != self.lease.owner:
                 raise LeaseLost("another request took this upload over")
-            upload.offset = upload.length
+            upload.offset = known_length(upload)
             upload.lease_owner = None
             upload.lease_until = None
             _complete(self.platform, session, trail_for(session), upload, sha)
@@ -574,11 +738,20 @@ class PartWriter:
         """Forget this request's unsaved bytes (checksum mismatch) and release the lease."""
         _remember(self.lease.upload_id, None)
         with self.platform.db.write() as session:
-            session.execute(
+            done = session.execute(
                 update(Upload)
                 .where(Upload.id == self.lease.upload_id, Upload.lease_owner == self.lease.owner)
                 .values(lease_owner=None, lease_until=None)
             )
+            if done.rowcount == 1:  # type: ignore[attr-defined]
+                _release_reservation(session, self.lease.upload_id)
+
+
+def _release_reservation(session: Session, upload_id: str) -> None:
+    """A PATCH ended: a deferred upload holds what is durably stored (the recorded offset)."""
+    upload = session.get(Upload, upload_id)
+    if upload is not None:
+        _settle_reservation(session, upload, upload.offset)
 
 
 # -- completion -------------------------------------------------------------------------------
@@ -587,15 +760,16 @@ class PartWriter:
 def _complete(
     platform: Platform, session: Session, trail: AuditTrail, upload: Upload, sha256: str
 ) -> None:
+    length = known_length(upload)
     upload.status = "completed"
-    upload.offset = upload.length
+    upload.offset = length
     upload.sha256 = sha256
     if upload.concat == "partial":
         trail.record(
             "files.upload_partial",
             project_id=upload.project_id,
             target=_target(upload),
-            details={"upload": upload.id, "size": upload.length, "sha256": sha256},
+            details={"upload": upload.id, "size": length, "sha256": sha256},
         )
         return
     assert upload.path is not None
@@ -605,7 +779,7 @@ def _complete(
         pid=upload.project_id,
         area=Area(upload.area),
         path=upload.path,
-        size=upload.length,
+        size=length,
         sha256=sha256,
         content_type=upload.content_type,
         uploader=upload.creator,
@@ -651,7 +825,7 @@ def concatenation_reader(
     _path_from(new.metadata)
     _content_type(new.metadata)
     parts = _partials(session, project, new, partial_ids)
-    if sum(p.length for p in parts) > platform.settings.max_file_bytes:
+    if sum(known_length(p) for p in parts) > platform.settings.max_file_bytes:
         raise TusError(413, "file_too_large", "the concatenated file is too large")
     return FileReader(platform, session, project.pid, [_blob_of(p) for p in parts])
 
@@ -673,7 +847,7 @@ def concatenate(
     if new.link_id is not None:
         _use_link(session, new.link_id, 0, count_use=True)
     blobs = [_blob_of(p) for p in parts]
-    length = sum(p.length for p in parts)
+    length = sum(known_length(p) for p in parts)
     now = now_utc()
     final = Upload(
         id=uuid.uuid4().hex,
