@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the browser tests' JavaScript (tus-js-client, Uppy): npm ci writes the hidden lockfile
+JS := tests/browser
+JS_STAMP := $(JS)/node_modules/.package-lock.json
 
 .PHONY: demo test lint typecheck check bench clean
 
@@ -12,12 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(JS_STAMP): $(JS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(JS) && npm ci --no-audit --no-fund; \
+	else \
+		echo "npm not found: the tus-js-client and Uppy browser tests cannot run"; \
+	fi
+
 ## demo: install, initialise ./.hvelv (SQLite + local disk) with a demo project, and serve on 127.0.0.1:8000
 demo: $(STAMP)
 	$(BIN)/hvelv demo --home .hvelv --port 8000
 
-## test: install with test extras and run the whole suite (HVELV_TEST_DATABASE_URL selects PostgreSQL)
-test: $(STAMP)
+## test: install with test extras (and the browser tests' npm packages), run the whole suite
+## (HVELV_TEST_DATABASE_URL selects PostgreSQL)
+test: $(STAMP) $(JS_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -37,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/files.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules
