@@ -239,7 +239,7 @@ def text_encoding(name: str) -> str:
     natively); :class:`IngestError` for a name that is not a text encoding."""
     try:
         info = codecs.lookup(name)
-        b"".decode(info.name)  # refuses binary codecs such as base64 or zlib
+        b"x".decode(info.name, "ignore")  # refuses binary codecs such as base64 or zlib
     except LookupError:
         raise IngestError(
             f"unknown text encoding {name!r} (e.g. utf8, cp1252, latin-1, utf-16, or auto)",
