@@ -258,3 +258,35 @@ def test_only_data_managers_upload(world: World) -> None:
         response = post(world, "visits", visits_csv(world), who=who, filename="v.csv")
         assert response.status_code == 403, who
     assert leftovers(world) == []
+
+
+def test_the_json_route_takes_the_same_reading_options(world: World) -> None:
+    """``POST .../datasets`` from a stored file: types, encoding and header in the body."""
+    from tests.files.support import upload
+
+    upload(world.client, world.pid, world.dm, visits_csv(world), "registry.csv", "import")
+    body = {"name": "reg", "source": {"area": "import", "path": "registry.csv"}}
+    created = world.ingest(
+        "registry.csv",
+        name="reg",
+        participant_column="fnr",
+        types={"postnr": "string"},
+        encoding="cp1252",
+        header=True,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["read"]["detected"] == ["delimiter"]
+    assert world.rows("SELECT min(postnr) FROM reg") == [["0150"]]
+    wrong = world.ingest(
+        "registry.csv", name="reg", participant_column="fnr", types={"navn": "date"}
+    )
+    assert wrong.status_code == 422
+    assert wrong.json()["error"]["details"] == {"column": "navn", "row": 1, "type": "date"}
+    unknown = world.client.post(
+        f"/v1/projects/{world.pid}/datasets",
+        json={**body, "types": {"nope": "string"}},
+        headers=world.dm,
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["details"] == {"columns": ["nope"]}
+    assert leftovers(world) == []
