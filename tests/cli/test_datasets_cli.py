@@ -32,7 +32,7 @@ def _api(live: Live, method: str, path: str, body: Any = None) -> Any:
     return response.json()
 
 
-def _consents(live: Live) -> tuple[list[str], list[str], str]:
+def _consents(live: Live, seed: int = 5) -> tuple[list[str], list[str], str]:
     """Three enrolled participants, the first two consenting to health research."""
     study = _api(live, "POST", "/consent/studies", {"name": "CLI cohort"})
     made = _api(
@@ -46,7 +46,7 @@ def _consents(live: Live) -> tuple[list[str], list[str], str]:
         "POST",
         f"/consent/templates/{made['template_id']}/versions/{made['version']}/publish",
     )["version_id"]
-    rng = random.Random(5)
+    rng = random.Random(seed)
     nids = [national_id(dt.date(1970 + n, 5, 6), rng) for n in range(3)]
     pseudonyms = []
     for n, nid in enumerate(nids):
@@ -131,3 +131,45 @@ def test_rejected_rows_are_listed_and_nothing_is_stored(live: Live, tmp_path: Pa
     assert "nothing was stored" in result.stderr
     listed = json.loads(ok(live, "dataset", "list", "--json").stdout)
     assert "cli_bad" not in [d["name"] for d in listed]
+
+
+def test_create_by_streaming_a_windows_1252_file(live: Live, tmp_path: Path) -> None:
+    nids, pseudonyms, _ = _consents(live, seed=6)
+    source = tmp_path / "cli_stream.csv"
+    lines = ["fnr;navn;postnr"] + [f"{nid};Åse Ørn;0{150 + n}" for n, nid in enumerate(nids)]
+    source.write_bytes(("\n".join(lines) + "\n").encode("cp1252"))
+    created = ok(
+        live,
+        "dataset",
+        "create",
+        str(source),
+        "--stream",
+        "--name",
+        "cli_stream",
+        "--participant-column",
+        "fnr",
+        "--type",
+        "postnr=string",
+        "--json",
+    )
+    body = json.loads(created.stdout)
+    assert body["rows_loaded"] == 3
+    assert body["read"]["encoding"] == "cp1252"
+    lineage = body["version"]["lineage"]
+    assert lineage["source_area"] == "upload"
+    assert "type:postnr:string" in lineage["rules"]
+    files = _api(live, "GET", "/files/import")["items"]
+    assert "cli_stream.csv" not in [f["path"] for f in files]  # nothing kept in import
+    rows = ok(live, "query", "SELECT postnr, navn FROM cli_stream ORDER BY 1", "--purpose", HMB)
+    assert "0150" in rows.stdout
+    assert "Åse Ørn" in rows.stdout
+    assert pseudonyms[2] not in rows.stdout
+    refused(
+        run(live, "dataset", "create", str(source), "--stream", "--remote", "--name", "x"),
+        "--stream",
+    )
+    bad = run(
+        live, "dataset", "create", str(source), "--stream", "--name", "cli_stream",
+        "--participant-column", "fnr", "--encoding", "utf8",
+    )  # fmt: skip
+    refused(bad, "not valid utf8")

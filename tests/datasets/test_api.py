@@ -146,7 +146,19 @@ def ingest_and_query(w: World) -> None:
     version = body["version"]
     assert [c["name"] for c in version["columns"]] == ["participant", "score", "code"]
     assert version["lineage"]["source_path"] == "visits.csv"
-    assert version["lineage"]["rules"] == ["pseudonymise:national_id->participant", "drop:name"]
+    assert version["lineage"]["rules"] == [
+        "pseudonymise:national_id->participant",
+        "drop:name",
+        "encoding:utf8",
+        "delimiter:;",
+    ]
+    assert body["read"] == {
+        "format": "csv",
+        "encoding": "utf8",
+        "delimiter": ";",
+        "header": True,
+        "detected": ["encoding", "delimiter", "header"],
+    }
     assert len(version["lineage"]["source_sha256"]) == 64
 
     count = "SELECT count(*) FROM visits"

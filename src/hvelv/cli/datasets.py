@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,12 +28,12 @@ class OutFormat(StrEnum):
     ARROW = "arrow"
 
 
-def _rules(values: list[str]) -> dict[str, str]:
+def _rules(values: list[str], option: str = "--generalise") -> dict[str, str]:
     rules: dict[str, str] = {}
     for value in values:
-        column, sep, rule = value.rpartition("=")
+        column, sep, rule = value.partition("=")
         if not sep or not column:
-            raise TransferError(f"--generalise takes COLUMN=RULE, not {value!r}")
+            raise TransferError(f"{option} takes COLUMN=VALUE, not {value!r}")
         rules[column] = rule
     return rules
 
@@ -100,12 +101,84 @@ def create(
         str | None, typer.Option("--format", help="csv, parquet or jsonl (default: by suffix).")
     ] = None,
     delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed).")] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="CSV encoding, e.g. utf8, cp1252, utf-16 (default: detected)."),
+    ] = None,
+    header: Annotated[
+        bool | None,
+        typer.Option(
+            "--header/--no-header", help="Whether the CSV has a header line (default: detected)."
+        ),
+    ] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type",
+            help="COLUMN=TYPE: string, int64, float64, bool, date, timestamp, decimal(p,s), "
+            "date(%d.%m.%Y)...; repeatable.",
+        ),
+    ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Send the local file in the ingest request itself (nothing is kept in the "
+            "import area; not resumable).",
+        ),
+    ] = False,
     description: Annotated[str | None, typer.Option(help="Dataset description.")] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest a file as a new version of a dataset (national ids become pseudonyms)."""
     remote = _remote(project)
+    type_map = _rules(types or [], "--type")
+    if stream:
+        if remote_file:
+            raise TransferError("--stream sends a local file; it cannot be used with --remote")
+        local = Path(file_path)
+        if not local.is_file():
+            raise TransferError(f"no such file: {file_path}")
+        params: dict[str, Any] = {
+            "filename": clean_path(local.name),
+            "drop": drop or [],
+            "generalise": [f"{c}={r}" for c, r in _rules(generalise or []).items()],
+            "types": [f"{c}={t}" for c, t in type_map.items()],
+            "keep_valid": keep_valid,
+            "data_class": data_class,
+            "personal_data": not no_personal_data,
+        }
+        for key, value in (
+            ("participant_column", participant_column),
+            ("format", fmt),
+            ("delimiter", delimiter),
+            ("encoding", encoding),
+            ("header", header),
+            ("description", description),
+        ):
+            if value is not None:
+                params[key] = value
+        size = local.stat().st_size
+        with _progress(size, quiet, f"streaming {local.name}") as bar:
+
+            def chunks() -> Iterator[bytes]:
+                with open(local, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        bar.advance(len(chunk))
+                        yield chunk
+                bar.describe(f"ingesting {local.name} ...")
+
+            response = remote.call(
+                "POST",
+                f"/v1/projects/{remote.pid}/datasets/{name}/upload",
+                params=params,
+                content=chunks(),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                timeout=None,
+            )
+        _created(response, name, as_json)
+        return
     if remote_file:
         if area is AreaName.EXPORT:
             raise TransferError("datasets are made from the import or files area")
@@ -129,12 +202,25 @@ def create(
         "data_class": data_class,
         "personal_data": not no_personal_data,
     }
-    for key, value in (("format", fmt), ("delimiter", delimiter), ("description", description)):
+    if type_map:
+        body["types"] = type_map
+    for key, value in (
+        ("format", fmt),
+        ("delimiter", delimiter),
+        ("encoding", encoding),
+        ("header", header),
+        ("description", description),
+    ):
         if value is not None:
             body[key] = value
     url = f"/v1/projects/{remote.pid}/datasets"
     with err_console.status(f"ingesting {area.value}/{path} ...", spinner="dots"):
         response = remote.call("POST", url, json=body, timeout=None)
+    _created(response, name, as_json)
+
+
+def _created(response: Any, name: str, as_json: bool) -> None:
+    """Print the outcome of an ingest request."""
     if response.status_code == 422 and not as_json:
         error = response.json().get("error", {})
         if error.get("code") == "ingest_rejected":

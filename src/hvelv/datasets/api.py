@@ -8,11 +8,12 @@ audit trail before it runs (see :mod:`hvelv.datasets.service`).
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from hvelv.datasets.models import Dataset, DatasetVersionRow
 from hvelv.datasets.schemas import (
@@ -24,9 +25,12 @@ from hvelv.datasets.schemas import (
     LineageOut,
     QueryIn,
     QueryOut,
+    ReadOut,
     RejectionOut,
+    UploadQuery,
     VersionOut,
 )
+from hvelv.errors import HvelvError, InvalidInput
 from hvelv.files.paths import Area, clean_path
 from hvelv.http.context import Ctx
 from hvelv.http.routing import endpoint
@@ -34,6 +38,9 @@ from hvelv.security.actions import Action
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from hvelv.datasets.ingest import IngestReport
+    from hvelv.datasets.service import IngestSpec
 
 # hvelv.datasets.service (DuckDB, pyarrow, sqlglot: ~100 MB) is imported by the handlers on first
 # use, so a server that serves no dataset request does not carry it
@@ -156,14 +163,20 @@ def create_dataset_version(pid: Pid, body: DatasetCreate, ctx: Ctx) -> IngestOut
             delimiter=body.delimiter,
             header=body.header,
             encoding=body.encoding,
+            types=dict(body.types),
         ),
     )
     dataset, row, report = service.create_version(
         ctx.platform, ctx.session, ctx.trail(), ctx.pid, spec
     )
+    return ingest_out(dataset, row, report)
+
+
+def ingest_out(dataset: Dataset, row: DatasetVersionRow, report: IngestReport) -> IngestOut:
     summary = report.summary()
     return IngestOut(
         version=version_out(dataset, row),
+        read=ReadOut(**report.read),
         rows_read=summary["rows_read"],
         rows_loaded=summary["rows_loaded"],
         rows_rejected=summary["rows_rejected"],
@@ -171,6 +184,133 @@ def create_dataset_version(pid: Pid, body: DatasetCreate, ctx: Ctx) -> IngestOut
         rejections=[RejectionOut(**r) for r in summary["rejections"]],
         rejections_truncated=summary["rejections_truncated"],
     )
+
+
+# -- streamed upload ---------------------------------------------------------------------------
+
+_FORMATS_BY_TYPE: dict[str, Literal["csv", "parquet", "jsonl"]] = {
+    "text/csv": "csv",
+    "text/tab-separated-values": "csv",
+    "text/plain": "csv",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "application/jsonlines": "jsonl",
+    "application/x-jsonlines": "jsonl",
+}
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The file: CSV, Parquet or JSON Lines (streamed, any size up to "
+        "max_file_bytes and the project's quota)",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def _pairs(values: list[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        column, sep, rest = value.partition("=")
+        if not sep or not column:
+            raise InvalidInput(
+                f"{option} takes COLUMN=VALUE, not {value[:80]!r}",
+                code="invalid_input",
+                details={"option": option},
+            )
+        out[column] = rest
+    return out
+
+
+def _upload_spec(name: str, q: UploadQuery, content_type: str | None) -> IngestSpec:
+    from hvelv.datasets import service
+    from hvelv.datasets.ingest import IngestOptions, check_options, format_by_name
+
+    fmt = q.format or (format_by_name(q.filename) if q.filename else None)
+    if fmt is None and content_type:
+        fmt = _FORMATS_BY_TYPE.get(content_type.split(";")[0].strip().lower())
+    if fmt is None:
+        raise InvalidInput(
+            "cannot tell the file's format: give format (csv, parquet, jsonl), a filename with "
+            "its suffix or a Content-Type such as text/csv",
+            code="ingest_invalid",
+        )
+    options = IngestOptions(
+        participant_column=q.participant_column,
+        participant_output=q.participant_output,
+        format=fmt,
+        drop=frozenset(q.drop),
+        generalise=_pairs(q.generalise, "generalise"),
+        keep_valid=q.keep_valid,
+        personal_data=q.personal_data,
+        delimiter=q.delimiter,
+        header=q.header,
+        encoding=q.encoding,
+        types=_pairs(q.types, "types"),
+    )
+    check_options(options)  # refused before a byte of the body is read
+    return service.IngestSpec(
+        name=name,
+        area=None,
+        path=clean_path(q.filename) if q.filename else "",
+        options=options,
+        description=q.description,
+        column_descriptions=_pairs(q.column_descriptions, "column_descriptions")
+        if q.column_descriptions
+        else None,
+        data_class=q.data_class,
+        source_area="upload",
+    )
+
+
+@endpoint(
+    router,
+    "POST",
+    "/{name}/upload",
+    Action.DATASET_MANAGE,
+    status_code=201,
+    errors={**_CONFLICT, 413: "Larger than max_file_bytes or the project's quota allows"},
+    openapi_extra=_UPLOAD_BODY,
+)
+async def upload_dataset_version(
+    pid: Pid, name: Name, query: Annotated[UploadQuery, Query()], request: Request, ctx: Ctx
+) -> IngestOut:
+    """Ingest the request body as a new, immutable version of a dataset (streamed).
+
+    The options are query parameters (those of ``POST .../datasets`` without ``name`` and
+    ``source``; mappings as repeated ``COLUMN=VALUE``). The body is encrypted as it arrives
+    into a temporary object of the project's blob store, ingested from there and deleted;
+    the lineage's area is ``upload``."""
+    from hvelv.datasets import upload
+
+    spec = _upload_spec(name, query, request.headers.get("content-type"))
+    length = request.headers.get("content-length")
+    declared = int(length) if length is not None and length.isdigit() else None
+    platform = ctx.platform
+
+    def start() -> tuple[upload.TemporaryObject, int, HvelvError]:
+        project = ctx.project
+        assert project is not None
+        limit, too_large = upload.room_for(platform, ctx.session, project)
+        ctx.commit()  # no transaction is held while the body arrives
+        if declared is not None and declared > limit:
+            raise too_large
+        expected = declared if declared is not None else min(limit, upload.UNKNOWN_LENGTH)
+        obj = upload.TemporaryObject(
+            platform.store(), ctx.pid, expected, segment_size=platform.settings.segment_size
+        )
+        return obj, limit, too_large
+
+    obj, limit, too_large = await run_in_threadpool(start)
+    try:
+        await upload.receive(obj, request.stream(), limit, too_large)
+        dataset, row, report = await run_in_threadpool(
+            upload.ingest_upload, platform, ctx.session, ctx.trail(), ctx.pid, spec, obj
+        )
+    finally:
+        await run_in_threadpool(obj.discard)
+    return ingest_out(dataset, row, report)
 
 
 @endpoint(router, "GET", "/{name}", Action.DATASET_READ, errors=_NOT_FOUND)

@@ -28,10 +28,12 @@ SHA-256, its format, the rules applied, who ran it.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +55,18 @@ from hvelv.datasets.storage import BlobLocation, EncryptedParquetWriter, StoredO
 
 __all__ = [
     "RULES",
+    "TYPE_NAMES",
     "DatasetVersion",
     "IngestOptions",
     "IngestReport",
     "Lineage",
     "Rejection",
+    "TypeSpec",
+    "check_options",
+    "format_by_name",
     "ingest",
+    "parse_type",
+    "text_encoding",
     "write_jsonl",
 ]
 
@@ -74,6 +82,7 @@ RULES: Final = {
     "age_band5": "an age becomes a 5-year band such as '40-44'",
 }
 RESERVED_COLUMN_PREFIX: Final = "_hv"
+AUTO: Final = "auto"
 MISSING: Final = "missing"
 NOT_ENROLLED: Final = "not_enrolled"
 _SUFFIXES: Final[dict[str, Format]] = {
@@ -94,6 +103,11 @@ class IngestOptions:
 
     ``participant_column=None`` makes a dataset without participants; it is only queryable when
     ``personal_data=False`` (the project marks it as holding no personal data).
+
+    CSV: ``encoding`` ``auto`` detects it (a byte order mark; else UTF-8 if the whole file is
+    valid UTF-8, otherwise Windows-1252), ``delimiter=None`` sniffs it and ``header=None``
+    detects whether the first line is a header. ``types`` overrides inferred types,
+    ``{column: "string" | "int64" | "decimal(10,2)" | "date(%d.%m.%Y)" ...}`` (:func:`parse_type`).
     """
 
     participant_column: str | None
@@ -106,9 +120,9 @@ class IngestOptions:
     allow_synthetic: bool = False
     today: dt.date | None = None
     delimiter: str | None = None
-    header: bool = True
-    encoding: str = "utf8"
-    column_types: Mapping[str, pa.DataType] = field(default_factory=dict)
+    header: bool | None = None
+    encoding: str = AUTO
+    types: Mapping[str, str] = field(default_factory=dict)
     block_bytes: int = 16 << 20
     batch_rows: int = 1 << 20
     row_group_rows: int = 1 << 20
@@ -158,6 +172,9 @@ class IngestReport:
     rejections: list[Rejection] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
     version: DatasetVersion | None = None
+    #: how the source was read: format, and for CSV encoding, delimiter, header and which of
+    #: them were detected rather than given
+    read: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -173,6 +190,11 @@ class IngestReport:
 # -- reading sources -----------------------------------------------------------------------------
 
 
+def format_by_name(name: str) -> Format | None:
+    """The format a file name's suffix tells (``None``: it does not)."""
+    return _SUFFIXES.get(Path(name).suffix.lower())
+
+
 def _detect_format(source: Source, fmt: Format | None) -> Format:
     if fmt is not None:
         return fmt
@@ -183,44 +205,183 @@ def _detect_format(source: Source, fmt: Format | None) -> Format:
     raise IngestError("cannot tell the source format from its name; give format=")
 
 
-def _sha256(source: Source) -> str:
-    digest = hashlib.sha256()
+def _chunks(source: Source, size: int = 8 << 20) -> Iterator[bytes]:
+    """The source's bytes from its current position; a file object is put back there."""
     if isinstance(source, str | Path):
         with open(source, "rb") as f:
-            while chunk := f.read(8 << 20):
-                digest.update(chunk)
-        return digest.hexdigest()
+            while chunk := f.read(size):
+                yield chunk
+        return
     if not source.seekable():
         raise IngestError("a file object source must be seekable")
     start = source.tell()
-    while chunk := source.read(8 << 20):
-        digest.update(chunk)
-    source.seek(start)
-    return digest.hexdigest()
-
-
-def _sniff_delimiter(source: Source, encoding: str) -> str:
-    if isinstance(source, str | Path):
-        with open(source, "rb") as f:
-            sample = f.read(64 << 10)
-    else:
-        start = source.tell()
-        sample = source.read(64 << 10)
+    try:
+        while chunk := source.read(size):
+            yield chunk
+    finally:
         source.seek(start)
-    text = sample.decode(encoding.replace("utf8", "utf-8"), errors="replace")
+
+
+#: byte order marks, longest first (a UTF-32 LE mark starts like a UTF-16 LE one)
+_BOMS: Final = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf8"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+#: bytes Windows-1252 leaves undefined (Python's cp1252 codec refuses them)
+_CP1252_UNDEFINED: Final = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")
+
+
+def text_encoding(name: str) -> str:
+    """The codec name for an explicit ``encoding`` (``utf8`` for UTF-8, which Arrow reads
+    natively); :class:`IngestError` for a name that is not a text encoding."""
+    try:
+        info = codecs.lookup(name)
+        b"x".decode(info.name, "ignore")  # refuses binary codecs such as base64 or zlib
+    except LookupError:
+        raise IngestError(
+            f"unknown text encoding {name!r} (e.g. utf8, cp1252, latin-1, utf-16, or auto)",
+            details={"encoding": name},
+        ) from None
+    return "utf8" if info.name == "utf-8" else info.name
+
+
+@dataclass(slots=True)
+class _Prepass:
+    sha256: str
+    encoding: str | None  # CSV only: what the text is decoded with
+
+
+def _prepass(source: Source, fmt: Format, encoding: str) -> _Prepass:
+    """One pass over the source: its SHA-256 and, for CSV, its encoding — detected
+    (``auto``: a byte order mark, else valid UTF-8 is ``utf8`` and anything else
+    Windows-1252) or checked (an explicit encoding must decode the whole file)."""
+    digest = hashlib.sha256()
+    if fmt != "csv":
+        for chunk in _chunks(source):
+            digest.update(chunk)
+        return _Prepass(digest.hexdigest(), None)
+    detect = encoding == AUTO
+    chosen: str | None = None if detect else text_encoding(encoding)
+    decoder: codecs.IncrementalDecoder | None = None
+    failed_at: int | None = None  # byte offset where the file stopped being valid UTF-8
+    cp1252_ok = True
+    offset = 0
+    for chunk in _chunks(source):
+        digest.update(chunk)
+        if offset == 0 and detect:
+            chosen = next((name for bom, name in _BOMS if chunk.startswith(bom)), None)
+        if decoder is None:
+            decoder = codecs.getincrementaldecoder(
+                "utf-8" if chosen is None or chosen == "utf8" else chosen
+            )()
+        if failed_at is None:
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                failed_at = offset + exc.start
+        if detect and chosen is None and cp1252_ok:
+            cp1252_ok = not any(b in chunk for b in _CP1252_UNDEFINED)
+        offset += len(chunk)
+    if failed_at is None and decoder is not None:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            failed_at = offset
+    if not detect or chosen is not None:  # given, or a byte order mark
+        name = chosen or "utf8"
+        if failed_at is not None:
+            raise IngestError(
+                f"the file is not valid {name} text (at byte {failed_at}); give its encoding "
+                "(e.g. cp1252, latin-1, utf-16) or leave encoding to auto",
+                details={"encoding": name, "byte": failed_at},
+            )
+        return _Prepass(digest.hexdigest(), name)
+    if failed_at is None:
+        return _Prepass(digest.hexdigest(), "utf8")
+    if not cp1252_ok:
+        raise IngestError(
+            "cannot tell the file's encoding: it is neither UTF-8 nor Windows-1252 text; "
+            "give encoding (e.g. latin-1, utf-16)",
+            details={"byte": failed_at},
+        )
+    return _Prepass(digest.hexdigest(), "cp1252")
+
+
+def _sample(source: Source, encoding: str) -> str:
+    """The first 64 KiB as text, cut after the last complete line."""
+    sample = next(_chunks(source, 64 << 10), b"")
+    codec = "utf-8-sig" if encoding == "utf8" else encoding
+    text = codecs.getincrementaldecoder(codec)(errors="replace").decode(sample)
     if "\n" in text:
         text = text[: text.rindex("\n")]
+    return text
+
+
+def _sniff_delimiter(sample: str) -> str:
     try:
-        return csv.Sniffer().sniff(text, delimiters=",;\t|").delimiter
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
     except csv.Error:
         return ","
 
 
-def _batches(source: Source, fmt: Format, opts: IngestOptions) -> Iterator[pa.RecordBatch]:
+_NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$")
+_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2}([ T][\d:.]+)?|\d{1,2}\.\d{1,2}\.\d{4})$")
+
+
+def _kind(cell: str) -> str | None:
+    value = cell.strip()
+    if not value:
+        return None
+    if _NUMBER.match(value) or _DATE.match(value):
+        return "value"
+    return "text"
+
+
+def _detect_header(sample: str, delimiter: str) -> bool:
+    """Whether the first line is a header: yes when some column has a text first cell over
+    numbers or dates; no when, instead, some column has a number or date in its first cell as in
+    the rest; yes when nothing tells (all text columns)."""
+    rows = list(csv.reader(sample.splitlines()[:101], delimiter=delimiter))
+    if len(rows) < 2:
+        return True
+    first, rest = rows[0], rows[1:]
+    data_like = False
+    for i, cell in enumerate(first):
+        below = {_kind(r[i]) for r in rest if i < len(r)} - {None}
+        kind = _kind(cell)
+        if kind == "text" and below == {"value"}:
+            return True
+        if kind == "value" and below == {"value"}:
+            data_like = True
+    return not data_like
+
+
+@dataclass(frozen=True, slots=True)
+class _CsvRead:
+    encoding: str
+    delimiter: str
+    header: bool
+
+
+def _csv_settings(source: Source, opts: IngestOptions, encoding: str) -> _CsvRead:
+    sample = _sample(source, encoding) if opts.delimiter is None or opts.header is None else ""
+    delimiter = opts.delimiter or _sniff_delimiter(sample)
+    header = opts.header if opts.header is not None else _detect_header(sample, delimiter)
+    return _CsvRead(encoding, delimiter, header)
+
+
+def _batches(
+    source: Source, fmt: Format, opts: IngestOptions, read: _CsvRead | None
+) -> Iterator[pa.RecordBatch]:
     src: Any = str(source) if isinstance(source, Path) else source
     try:
         if fmt == "csv":
-            types = dict(opts.column_types)
+            assert read is not None
+            # overridden columns are read as text and converted by _convert (errors by row)
+            types: dict[str, pa.DataType] = {c: pa.string() for c in opts.types}
             if opts.participant_column is not None:
                 types.setdefault(opts.participant_column, pa.string())
             for column, rule in opts.generalise.items():
@@ -230,18 +391,18 @@ def _batches(source: Source, fmt: Format, opts: IngestOptions) -> Iterator[pa.Re
                 src,
                 read_options=pacsv.ReadOptions(
                     block_size=opts.block_bytes,
-                    encoding=opts.encoding,
-                    autogenerate_column_names=not opts.header,
+                    encoding=read.encoding,
+                    autogenerate_column_names=not read.header,
                 ),
-                parse_options=pacsv.ParseOptions(
-                    delimiter=opts.delimiter or _sniff_delimiter(source, opts.encoding)
-                ),
+                parse_options=pacsv.ParseOptions(delimiter=read.delimiter),
                 convert_options=pacsv.ConvertOptions(column_types=types),
             )
-            yield from reader
+            for batch in reader:
+                _check_text(batch)
+                yield batch
         elif fmt == "jsonl":
-            fields = [(c, t) for c, t in opts.column_types.items()]
-            if opts.participant_column is not None and opts.participant_column not in dict(fields):
+            fields = []
+            if opts.participant_column is not None:
                 fields.append((opts.participant_column, pa.string()))
             reader = pajson.open_json(
                 src,
@@ -256,9 +417,131 @@ def _batches(source: Source, fmt: Format, opts: IngestOptions) -> Iterator[pa.Re
             parquet = pq.ParquetFile(src)
             yield from parquet.iter_batches(batch_size=opts.batch_rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
+        message = str(exc).splitlines()[0][:300]
+        if "invalid UTF8" in message:
+            message += " (the file is not UTF-8: give its encoding or leave encoding to auto)"
+        raise IngestError(f"cannot read the {fmt} source: {message}") from None
+
+
+def _check_text(batch: pa.RecordBatch) -> None:
+    """Arrow reads text that does not decode as binary: that is a wrong encoding."""
+    for f in batch.schema:
+        if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type):
+            raise IngestError(
+                f"column {f.name!r} is not valid text in the file's encoding; give the right "
+                "encoding or leave encoding to auto",
+                details={"column": f.name},
+            )
+
+
+# -- type overrides ----------------------------------------------------------------------------
+
+#: type names accepted in overrides, besides ``decimal(p,s)``, ``date(FORMAT)`` and
+#: ``timestamp(FORMAT)`` (strptime formats such as ``%d.%m.%Y``)
+TYPE_NAMES: Final[dict[str, pa.DataType]] = {
+    "string": pa.string(),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+    "timestamp_utc": pa.timestamp("us", tz="UTC"),
+}
+_DECIMAL = re.compile(r"^decimal\((\d{1,2}),\s*(\d{1,2})\)$")
+_FORMATTED = re.compile(r"^(date|timestamp)\((%[^()]{1,60})\)$")
+#: what a CSV cell holding "no value" looks like (Arrow's defaults for non-text columns)
+_NULL_TOKENS: Final = pa.array(list(pacsv.ConvertOptions().null_values), pa.string())
+
+
+@dataclass(frozen=True, slots=True)
+class TypeSpec:
+    """A parsed override: the Arrow type, and the strptime format for dates given as text."""
+
+    name: str
+    type: pa.DataType
+    format: str | None = None
+
+
+def parse_type(name: str) -> TypeSpec:
+    """``"int64"``, ``"decimal(10,2)"``, ``"date(%d.%m.%Y)"`` ... as a :class:`TypeSpec`."""
+    text = name.strip()
+    if text in TYPE_NAMES:
+        return TypeSpec(text, TYPE_NAMES[text])
+    if m := _DECIMAL.match(text):
+        precision, scale = int(m.group(1)), int(m.group(2))
+        if 1 <= precision <= 38 and scale <= precision:
+            return TypeSpec(f"decimal({precision},{scale})", pa.decimal128(precision, scale))
+    if m := _FORMATTED.match(text):
+        kind = TYPE_NAMES[m.group(1)]
+        return TypeSpec(text, kind, m.group(2))
+    raise IngestError(
+        f"unknown type {name!r}; one of {', '.join(TYPE_NAMES)}, decimal(p,s) (p <= 38), "
+        "date(FORMAT) or timestamp(FORMAT)",
+        details={"type": name},
+    )
+
+
+def _cast(array: pa.Array, spec: TypeSpec) -> pa.Array:
+    if spec.format is not None and pa.types.is_string(array.type):
+        parsed = pc.strptime(array, format=spec.format, unit="us")
+        return parsed if spec.type == pa.timestamp("us") else pc.cast(parsed, spec.type)
+    return pc.cast(array, spec.type)
+
+
+def _first_bad(array: pa.Array, spec: TypeSpec) -> int:
+    """The index of the first value that does not convert (bisection; ``array`` fails)."""
+    lo, hi = 0, len(array)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            _cast(array.slice(lo, mid - lo), spec)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def _convert(array: pa.Array, spec: TypeSpec, column: str, first_row: int) -> pa.Array:
+    """``array`` as ``spec``; :class:`IngestError` naming the column and (1-based) row of the
+    first value that does not convert. Text cells that are blank or a null token become null."""
+    if array.type == spec.type and spec.format is None:
+        return array
+    if pa.types.is_string(array.type) and not pa.types.is_string(spec.type):
+        text = pc.utf8_trim_whitespace(array)
+        array = pc.if_else(
+            pc.is_in(text, value_set=_NULL_TOKENS), pa.scalar(None, pa.string()), text
+        )
+    try:
+        return _cast(array, spec)
+    except pa.ArrowNotImplementedError:
         raise IngestError(
-            f"cannot read the {fmt} source: {str(exc).splitlines()[0][:300]}"
+            f"column {column!r} ({array.type}) cannot be converted to {spec.name}",
+            details={"column": column, "type": spec.name},
         ) from None
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        row = first_row + _first_bad(array, spec) + 1
+        raise IngestError(
+            f"column {column!r}, row {row}: the value is not a {spec.name}; nothing was stored",
+            details={"column": column, "row": row, "type": spec.name},
+        ) from None
+
+
+def _apply_types(
+    batch: pa.RecordBatch, types: Mapping[str, TypeSpec], first_row: int
+) -> pa.RecordBatch:
+    if not types:
+        return batch
+    arrays = list(batch.columns)
+    names = batch.schema.names
+    for i, name in enumerate(names):
+        spec = types.get(name)
+        if spec is not None:
+            arrays[i] = _convert(arrays[i], spec, name, first_row)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def _rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
@@ -403,6 +686,17 @@ class _Identifiers:
 
 def _plan_columns(schema: pa.Schema, opts: IngestOptions) -> list[str]:
     names = schema.names
+    unknown = sorted(set(opts.types) - set(names))
+    if unknown:
+        raise IngestError(
+            f"types given for column(s) not in the source: {', '.join(unknown)}",
+            details={"columns": unknown},
+        )
+    if opts.participant_column in opts.types:
+        raise IngestError("the participant column is always read as text; give it no type")
+    dropped = sorted(set(opts.types) & set(opts.drop))
+    if dropped:
+        raise IngestError(f"types given for dropped column(s): {', '.join(dropped)}")
     if len(set(names)) != len(names):
         raise IngestError("the source has duplicate column names")
     for name in names:
@@ -425,15 +719,39 @@ def _plan_columns(schema: pa.Schema, opts: IngestOptions) -> list[str]:
     return kept
 
 
-def _rules(opts: IngestOptions) -> tuple[str, ...]:
+def _rules(
+    opts: IngestOptions, types: Mapping[str, TypeSpec], read: _CsvRead | None
+) -> tuple[str, ...]:
     rules: list[str] = []
     if opts.participant_column is not None:
         rules.append(f"pseudonymise:{opts.participant_column}->{opts.participant_output}")
     rules.extend(f"drop:{c}" for c in sorted(opts.drop))
     rules.extend(f"generalise:{c}:{r}" for c, r in sorted(opts.generalise.items()))
+    rules.extend(f"type:{c}:{t.name}" for c, t in sorted(types.items()))
     if opts.keep_valid:
         rules.append("keep_valid")
+    if read is not None:
+        rules.append(f"encoding:{read.encoding}")
+        rules.append(f"delimiter:{read.delimiter}")
+        if not read.header:
+            rules.append("header:none")
     return tuple(rules)
+
+
+def check_options(opts: IngestOptions) -> None:
+    """Refuse (:class:`IngestError`) what can be told wrong before reading any source: unknown
+    types, encodings or rules, and options that contradict each other."""
+    for name in opts.types.values():
+        parse_type(name)
+    if opts.encoding != AUTO:
+        text_encoding(opts.encoding)
+    for rule in opts.generalise.values():
+        if rule not in RULES:
+            raise IngestError(f"unknown generalisation rule {rule!r} (known: {', '.join(RULES)})")
+    if opts.participant_column is not None and opts.participant_column in opts.types:
+        raise IngestError("the participant column is always read as text; give it no type")
+    if opts.participant_column is None and opts.personal_data and opts.keep_valid:
+        raise IngestError("keep_valid needs a participant column")
 
 
 def ingest(
@@ -456,22 +774,42 @@ def ingest(
     source cannot be read or the options do not fit it.
     """
     opts = options
-    if opts.participant_column is None and opts.personal_data and opts.keep_valid:
-        raise IngestError("keep_valid needs a participant column")
+    check_options(opts)
     fmt = _detect_format(source, opts.format)
-    sha = _sha256(source)
-    report = IngestReport()
+    types = {column: parse_type(name) for column, name in opts.types.items()}
+    prepass = _prepass(source, fmt, opts.encoding)
+    sha = prepass.sha256
+    read = None
+    report = IngestReport(read={"format": fmt})
+    if prepass.encoding is not None:
+        read = _csv_settings(source, opts, prepass.encoding)
+        report.read.update(
+            encoding=read.encoding,
+            delimiter=read.delimiter,
+            header=read.header,
+            detected=[
+                name
+                for name, given in (
+                    ("encoding", opts.encoding != AUTO),
+                    ("delimiter", opts.delimiter is not None),
+                    ("header", opts.header is not None),
+                )
+                if not given
+            ],
+        )
     ids = _Identifiers(pseudonymise, keys, opts)
     writer: EncryptedParquetWriter | None = None
     out_schema: pa.Schema | None = None
     kept: list[str] = []
-    batches = _rebatch(_batches(source, fmt, opts), opts.batch_rows)
+    batches = _rebatch(_batches(source, fmt, opts, read), opts.batch_rows)
     try:
-        for batch in batches:
-            if out_schema is None:
-                kept = _plan_columns(batch.schema, opts)
-                out_schema = _output_schema(batch, kept, opts)
+        for raw in batches:
             first_row = report.rows_read
+            if out_schema is None:
+                kept = _plan_columns(raw.schema, opts)
+            batch = _apply_types(raw, types, first_row)
+            if out_schema is None:
+                out_schema = _output_schema(batch, kept, opts)
             report.rows_read += batch.num_rows
             columns: list[pa.Array] = []
             valid: npt.NDArray[np.bool_] | None = None
@@ -532,7 +870,7 @@ def ingest(
             source_name=_source_name(source),
             source_sha256=sha,
             source_format=fmt,
-            rules=_rules(opts),
+            rules=_rules(opts, types, read),
             created_by=created_by,
             created_at=now,
         ),

@@ -5,13 +5,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from hvelv.text import Line, RequestBody, Text
 
 DatasetName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 ColumnName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Rule = Literal["year", "year_month", "postcode2", "age_band5"]
+TypeName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=80,
+        pattern=r"^[a-z0-9_]+(\([^\x00-\x1f\x7f]*\))?$",
+        description="string, int16, int32, int64, float32, float64, bool, date, timestamp, "
+        "timestamp_utc, decimal(p,s), date(FORMAT) or timestamp(FORMAT) (strptime, e.g. %d.%m.%Y)",
+    ),
+]
+Encoding = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_-]{1,20}$",
+        description="auto (a byte order mark, else UTF-8 when the file is valid UTF-8, "
+        "otherwise Windows-1252), or a text encoding such as utf8, cp1252, latin-1, utf-16",
+    ),
+]
 DataClass = Literal[
     "questionnaire", "registry", "biobank_sample", "genome", "clinical", "imaging", "wearable"
 ]
@@ -48,9 +66,18 @@ class DatasetCreate(Strict):
         "(only then can a dataset without a participant column be queried)",
     )
     format: Literal["csv", "parquet", "jsonl"] | None = None
-    delimiter: Annotated[str, Field(min_length=1, max_length=1)] | None = None
-    header: bool = True
-    encoding: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,20}$")] = "utf8"
+    delimiter: Annotated[str, Field(min_length=1, max_length=1)] | None = Field(
+        default=None, description="CSV delimiter; default: detected (, ; tab |)"
+    )
+    header: bool | None = Field(
+        default=None, description="Whether a CSV's first line names the columns; default: detected"
+    )
+    encoding: Encoding = "auto"
+    types: dict[ColumnName, TypeName] = Field(
+        default_factory=dict,
+        max_length=500,
+        description='Override inferred column types, e.g. {"postcode": "string"}',
+    )
     drop: list[ColumnName] = Field(default_factory=list, max_length=500)
     generalise: dict[ColumnName, Rule] = Field(default_factory=dict, max_length=500)
     keep_valid: bool = Field(
@@ -101,8 +128,53 @@ class RejectionOut(BaseModel):
     reason: str
 
 
+class UploadQuery(BaseModel):
+    """The options of a streamed upload (``POST .../datasets/{name}/upload``), as query
+    parameters: those of ``POST .../datasets`` without ``name`` and ``source``, with the
+    mappings as repeated ``COLUMN=VALUE`` parameters, and the body's file name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: Annotated[Line, Field(min_length=1, max_length=255)] | None = Field(
+        default=None, description="The file's name (lineage; format by suffix)"
+    )
+    format: Literal["csv", "parquet", "jsonl"] | None = Field(
+        default=None, description="Default: by the file name's suffix, else by Content-Type"
+    )
+    participant_column: ColumnName | None = None
+    participant_output: DatasetName = "participant"
+    data_class: DataClass = "questionnaire"
+    personal_data: bool = True
+    delimiter: Annotated[str, Field(min_length=1, max_length=1)] | None = None
+    header: bool | None = None
+    encoding: Encoding = "auto"
+    drop: list[ColumnName] = Field(default_factory=list, max_length=500)
+    generalise: list[Annotated[str, Field(max_length=300)]] = Field(
+        default_factory=list, max_length=500, description="COLUMN=RULE; repeatable"
+    )
+    types: list[Annotated[str, Field(max_length=300)]] = Field(
+        default_factory=list, max_length=500, description="COLUMN=TYPE; repeatable"
+    )
+    keep_valid: bool = False
+    description: Text | None = Field(default=None, max_length=4000)
+    column_descriptions: list[Annotated[Text, Field(max_length=1300)]] = Field(
+        default_factory=list, max_length=1000, description="COLUMN=TEXT; repeatable"
+    )
+
+
+class ReadOut(BaseModel):
+    """How the source was read; ``detected`` names what was detected rather than given."""
+
+    format: str
+    encoding: str | None = None
+    delimiter: str | None = None
+    header: bool | None = None
+    detected: list[str] = Field(default_factory=list)
+
+
 class IngestOut(BaseModel):
     version: VersionOut
+    read: ReadOut
     rows_read: int
     rows_loaded: int
     rows_rejected: int

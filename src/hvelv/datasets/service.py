@@ -31,7 +31,7 @@ import io
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
@@ -86,14 +86,23 @@ RESERVED_NAMES = frozenset({"query"})
 # -- reading a stored file -------------------------------------------------------------------
 
 
+class RangeReader(Protocol):
+    """Plaintext of an encrypted object by range (:class:`~hvelv.files.blobs.FileReader`)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]: ...
+
+
 class FileStream(io.RawIOBase):
-    """A seekable, read-only binary file over a stored (encrypted) project file.
+    """A seekable, read-only binary file over a stored (encrypted) project file or object.
 
     Sequential reads continue one decrypting iterator; a seek starts a new one at the segment
     holding the new position. Plaintext stays in memory, one segment at a time.
     """
 
-    def __init__(self, reader: FileReader, name: str) -> None:
+    def __init__(self, reader: RangeReader, name: str) -> None:
         super().__init__()
         self._reader = reader
         self.name = name
@@ -266,6 +275,7 @@ class IngestSpec:
     description: str | None = None
     column_descriptions: Mapping[str, str] | None = None
     data_class: str = "questionnaire"
+    source_area: str | None = None  # the lineage's area when not a file area ("upload")
 
 
 def _type_name(t: pa.DataType) -> str:
@@ -481,8 +491,8 @@ def _record_version(
         rows_rejected=report.rows_rejected,
         participant_column=version.participant_column,
         source_file_id=file_id,
-        source_area=spec.area.value if spec.area else None,
-        source_path=spec.path,
+        source_area=spec.area.value if spec.area else spec.source_area,
+        source_path=spec.path or None,
         source_sha256=lineage.source_sha256,
         source_format=lineage.source_format,
         rules=list(lineage.rules),

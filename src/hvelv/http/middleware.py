@@ -18,6 +18,8 @@ log = logging.getLogger("hvelv.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 # content types streamed by upload endpoints; everything else is buffered and size-limited
 STREAMED = ("application/offset+octet-stream",)
+# routes that stream their body whatever its content type (they enforce their own limits)
+STREAMED_PATHS = re.compile(r"^/v1/projects/[^/]+/datasets/[^/]+/upload$")
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -64,8 +66,10 @@ class EdgeMiddleware:
             await send(message)
 
         content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
-        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and not content_type.startswith(
-            STREAMED
+        if (
+            scope["method"] in ("POST", "PUT", "PATCH", "DELETE")
+            and not content_type.startswith(STREAMED)
+            and not STREAMED_PATHS.match(scope.get("path", ""))
         ):
             body = await self._read_limited(headers, receive)
             if body is None:

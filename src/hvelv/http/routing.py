@@ -68,13 +68,15 @@ def endpoint(
     errors: dict[int, str] | None = None,
     **kwargs: Any,
 ) -> Callable[[F], F]:
+    extra = {**kwargs.pop("openapi_extra", {}), ACTION_KEY: action.value}
+
     def register(handler: F) -> F:
         router.add_api_route(
             path,
             handler,
             methods=[method],
             dependencies=[Depends(context)],
-            openapi_extra={ACTION_KEY: action.value},
+            openapi_extra=extra,
             responses=_responses(action, errors or {}),
             **kwargs,
         )
