@@ -309,3 +309,44 @@ def test_redacted_lists_every_setting_as_json_values(tmp_path: Path) -> None:
     assert data["home"] == str(tmp_path)
     assert data["database_url"] == f"sqlite:///{tmp_path / 'hvelv.db'}"
     assert data["port"] == 8000
+
+
+def test_query_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HVELV_QUERY_TIMEOUT_SECONDS", "2.5")
+    monkeypatch.setenv("HVELV_QUERY_MAX_ROWS", "5000")
+    monkeypatch.setenv("HVELV_QUERY_PAGE_MAX_ROWS", "500")
+    monkeypatch.setenv("HVELV_QUERY_MEMORY_MB", "2048")
+    settings = load_settings()
+    assert settings.query_timeout_seconds == 2.5
+    assert (settings.query_max_rows, settings.query_page_max_rows) == (5000, 500)
+    assert settings.query_memory_mb == 2048
+    defaults = load_settings(query_timeout_seconds=30)
+    assert (defaults.query_max_bytes, defaults.query_threads, defaults.dataset_cache_mb) == (
+        64 * 1024 * 1024,
+        2,
+        4096,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("HVELV_QUERY_TIMEOUT_SECONDS", "0", "HVELV_QUERY_TIMEOUT_SECONDS"),
+        ("HVELV_QUERY_TIMEOUT_SECONDS", "-1", "HVELV_QUERY_TIMEOUT_SECONDS"),
+        ("HVELV_QUERY_TIMEOUT_SECONDS", "nan", "HVELV_QUERY_TIMEOUT_SECONDS"),
+        ("HVELV_QUERY_TIMEOUT_SECONDS", "soon", "HVELV_QUERY_TIMEOUT_SECONDS"),
+        ("HVELV_QUERY_MAX_ROWS", "0", "HVELV_QUERY_MAX_ROWS"),
+        ("HVELV_QUERY_MAX_BYTES", "10", "HVELV_QUERY_MAX_BYTES"),
+        ("HVELV_QUERY_MEMORY_MB", "1", "HVELV_QUERY_MEMORY_MB"),
+        ("HVELV_QUERY_THREADS", "0", "HVELV_QUERY_THREADS"),
+        ("HVELV_QUERY_MAX_USES", "0", "HVELV_QUERY_MAX_USES"),
+        ("HVELV_DATASET_CACHE_MB", "-5", "HVELV_DATASET_CACHE_MB"),
+        ("HVELV_QUERY_PAGE_MAX_ROWS", "200000", "HVELV_QUERY_PAGE_MAX_ROWS"),  # > max rows
+    ],
+)
+def test_nonsense_query_limits_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()

@@ -192,6 +192,53 @@ class Settings(BaseSettings):
         le=24 * 3600,
         description="The participant portal signs out after this long without a request.",
     )
+    query_max_rows: int = Field(
+        default=100_000,
+        ge=1,
+        le=1_000_000_000,
+        description="Most rows a dataset query may return (more: 422 query_limit_exceeded).",
+    )
+    query_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024**3,
+        description="Largest result of a dataset query, in bytes (Arrow, in memory).",
+    )
+    query_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=24 * 3600,
+        description="Time limit of a dataset query, including decrypting a version and building "
+        "its consent-filtered working copy.",
+    )
+    query_page_max_rows: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Largest JSON page of a query result (the request's `limit`).",
+    )
+    query_memory_mb: int = Field(
+        default=1024,
+        ge=64,
+        le=16 * 1024 * 1024,
+        description="DuckDB memory limit of each use's query database (working copies + query).",
+    )
+    query_threads: int = Field(
+        default=2, ge=1, le=256, description="DuckDB threads of each use's query database."
+    )
+    query_max_uses: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="Query databases (one per purpose, action and requester) kept per project "
+        "and process; the least recently used is closed first.",
+    )
+    dataset_cache_mb: int = Field(
+        default=4096,
+        ge=0,
+        le=16 * 1024 * 1024,
+        description="Decrypted dataset versions kept in memory per project and process (LRU).",
+    )
     smtp_host: str | None = Field(
         default=None, description="SMTP server for the notification outbox; unset: not sent."
     )
@@ -226,6 +273,17 @@ class Settings(BaseSettings):
         base = info.data.get("lockout_base_seconds")
         if base is not None and value < base:
             raise ValueError(f"lockout_max_seconds must be >= lockout_base_seconds ({base})")
+        return value
+
+    @field_validator("query_page_max_rows")
+    @classmethod
+    def _page_within_result(cls, value: int, info: ValidationInfo) -> int:
+        rows = info.data.get("query_max_rows")
+        if rows is not None and value > rows:
+            raise ValueError(
+                f"query_page_max_rows ({value}) must be <= query_max_rows ({rows}): a page is "
+                "part of one result"
+            )
         return value
 
     @classmethod

@@ -60,7 +60,14 @@ class Platform:
             keyring.signing_key, keyring.signing_key_id, settings.audit_checkpoint_interval
         )
         signer = TokenSigner(keyring.token_key, keyring.token_key_id)
-        return cls(settings=settings, db=db, keyring=keyring, ledger=ledger, signer=signer)
+        return cls(
+            settings=settings,
+            db=db,
+            keyring=keyring,
+            ledger=ledger,
+            signer=signer,
+            datasets=DatasetRuntime.from_settings(settings),
+        )
 
     @property
     def store_name(self) -> str:

@@ -337,7 +337,7 @@ def query(
                 highlight=False,
             )
         return
-    data = remote.json("POST", url, json={**body, "limit": 10_000}, timeout=None)
+    data = remote.json("POST", url, json=body, timeout=None)  # the server's default page
     rows = data["rows"]
     if data["next_page"] is not None:
         err_console.print(

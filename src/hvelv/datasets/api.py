@@ -21,6 +21,7 @@ from hvelv.datasets.schemas import (
     DatasetCreate,
     DatasetOut,
     DatasetPatch,
+    DeletionOut,
     IngestOut,
     LineageOut,
     QueryIn,
@@ -50,6 +51,15 @@ router = APIRouter(prefix="/v1/projects/{pid}/datasets", tags=["datasets"])
 Pid = Annotated[str, Path(pattern=r"^p[0-9]{4,9}$", description="Project id, e.g. p1001")]
 Name = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Dataset name")]
 VersionNo = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Reason = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=1000,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="Why (kept with the version's row and in the audit trail)",
+    ),
+]
 
 _NOT_FOUND = {404: "No such dataset, version or file"}
 _CONFLICT = {409: "Conflicts with the current state"}
@@ -74,6 +84,9 @@ def version_out(dataset: Dataset, row: DatasetVersionRow) -> VersionOut:
             for c in row.columns
         ],
         stored_bytes=row.stored_bytes,
+        deleted_at=row.deleted_at,
+        deleted_by=row.deleted_by,
+        deletion_reason=row.deletion_reason,
         lineage=LineageOut(
             source_file_id=row.source_file_id,
             source_area=row.source_area,
@@ -345,6 +358,48 @@ def read_version(pid: Pid, name: Name, version: VersionNo, ctx: Ctx) -> VersionO
     return version_out(dataset, service.get_version(ctx.session, dataset, version))
 
 
+_DELETE_ERRORS = {
+    **_NOT_FOUND,
+    409: "The version was already deleted",
+    503: "The stored object could not be deleted; nothing was changed, try again",
+}
+
+
+@endpoint(
+    router, "DELETE", "/{name}/versions/{version}", Action.DATASET_MANAGE, errors=_DELETE_ERRORS
+)
+def delete_version(
+    pid: Pid, name: Name, version: VersionNo, ctx: Ctx, reason: Reason = None
+) -> DeletionOut:
+    """Delete one version: its encrypted data is destroyed, its row stays as lineage (with
+    when, who and why). The dataset's current version becomes the newest one left; deleting
+    the last one deletes the dataset."""
+    from hvelv.datasets import service
+
+    done = service.delete_version(
+        ctx.platform, ctx.session, ctx.trail(), ctx.pid, name, version, reason
+    )
+    return DeletionOut(
+        dataset=done.dataset,
+        deleted_versions=list(done.deleted_versions),
+        current_version=done.current_version,
+    )
+
+
+@endpoint(router, "DELETE", "/{name}", Action.DATASET_MANAGE, errors=_DELETE_ERRORS)
+def delete_dataset(pid: Pid, name: Name, ctx: Ctx, reason: Reason = None) -> DeletionOut:
+    """Delete a dataset: every version's data is destroyed (oldest first), the rows stay as
+    lineage; the dataset leaves listings and queries and its name is free again."""
+    from hvelv.datasets import service
+
+    done = service.delete_dataset(ctx.platform, ctx.session, ctx.trail(), ctx.pid, name, reason)
+    return DeletionOut(
+        dataset=done.dataset,
+        deleted_versions=list(done.deleted_versions),
+        current_version=done.current_version,
+    )
+
+
 def _columns(schema: pa.Schema) -> list[ColumnOut]:
     return [ColumnOut(name=f.name, type=str(f.type)) for f in schema]
 
@@ -387,6 +442,14 @@ def query(pid: Pid, body: QueryIn, ctx: Ctx) -> Any:
     logged in the consent decision log with the ledger position, and audited."""
     from hvelv.datasets import service
 
+    page_max = ctx.platform.datasets.limits.page_rows
+    limit = body.limit if body.limit is not None else min(1000, page_max)
+    if limit > page_max:
+        raise InvalidInput(
+            f"limit must be at most {page_max} rows per page; csv, parquet or arrow give the "
+            "whole result",
+            details={"maximum": page_max},
+        )
     outcome = service.run_query(
         ctx.platform,
         service.AuditContext(ctx.actor, ctx.request_id, ctx.client),
@@ -410,16 +473,16 @@ def query(pid: Pid, body: QueryIn, ctx: Ctx) -> Any:
             "X-Hvelv-Log-Ids": ",".join(str(i) for i in outcome.log_ids),
         }
         return Response(_stream(table, body.format), media_type=MEDIA[body.format], headers=headers)
-    start = (body.page - 1) * body.limit
-    page = table.slice(start, body.limit) if start < table.num_rows else table.slice(0, 0)
+    start = (body.page - 1) * limit
+    page = table.slice(start, limit) if start < table.num_rows else table.slice(0, 0)
     rows = [list(r) for r in zip(*(c.to_pylist() for c in page.columns), strict=True)]
-    more = start + body.limit < table.num_rows
+    more = start + limit < table.num_rows
     return QueryOut(
         columns=_columns(table.schema),
         rows=jsonable_encoder(rows),
         total_rows=table.num_rows,
         page=body.page,
-        limit=body.limit,
+        limit=limit,
         next_page=body.page + 1 if more else None,
         datasets=list(result.datasets),
         ledger_position=result.ledger_position,

@@ -34,9 +34,14 @@ personal data; otherwise reading it raises :class:`~hvelv.datasets.errors.Datase
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -49,6 +54,7 @@ import pyarrow.compute as pc
 from hvelv.datasets.errors import DatasetNotQueryable
 from hvelv.datasets.ingest import DatasetVersion
 from hvelv.datasets.keys import PK_COLUMN, Permits
+from hvelv.datasets.limits import Deadline
 from hvelv.datasets.sql_vet import RESERVED_PREFIX
 from hvelv.datasets.storage import read_table
 
@@ -57,6 +63,7 @@ __all__ = [
     "BaseCache",
     "BaseTable",
     "UseDatabase",
+    "VersionGone",
     "WorkingCopy",
     "connect_locked",
     "quote",
@@ -145,37 +152,104 @@ def _enum_columns(table: pa.Table, skip: set[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-class BaseCache:
-    """Decrypted versions, least recently used first out beyond ``max_bytes``."""
+class VersionGone(Exception):
+    """The version was deleted (its decrypted copy is no longer loaded or kept)."""
 
-    def __init__(self, max_bytes: int) -> None:
+
+class BaseCache:
+    """Decrypted versions, least recently used first out beyond ``max_bytes``.
+
+    Loads run on a small thread pool and are shared: a query waiting for a version that another
+    query (or the warm-up after an ingest) is already decrypting waits for the same load, and
+    may stop waiting when its deadline passes while the load completes in the background.
+    Deleted versions are forgotten (:meth:`forget`) and never loaded again in this process.
+    """
+
+    def __init__(self, max_bytes: int, loader_threads: int = 1) -> None:
         self._max = max_bytes
         self._items: OrderedDict[str, BaseTable] = OrderedDict()
+        self._loading: dict[str, Future[BaseTable]] = {}
+        self._gone: set[str] = set()
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(loader_threads, thread_name_prefix="hvelv-dataset-load")
+        self.loads = 0  # versions decrypted so far (completed loads)
 
-    def get(self, version: DatasetVersion) -> BaseTable:
+    def load(self, version: DatasetVersion) -> Future[BaseTable]:
+        """The decrypted ``version``: a completed future when cached, else the (shared) load."""
         key = version.location.key
         with self._lock:
+            if key in self._gone:
+                raise VersionGone(version.ref)
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
-                return hit
-        table = read_table(version.location)
-        skip = {PK_COLUMN}
-        if version.participant_column is None:
-            base = BaseTable(table, None, 0, _enum_columns(table, skip))
-        else:
-            skip.add(version.participant_column)
-            pk = table.column(PK_COLUMN).to_numpy().astype(np.int32, copy=False)
-            keys = int(pk.max()) + 1 if len(pk) else 0
-            base = BaseTable(table, pk, keys, _enum_columns(table, skip))
+                done: Future[BaseTable] = Future()
+                done.set_result(hit)
+                return done
+            pending = self._loading.get(key)
+            if pending is None:
+                pending = self._pool.submit(self._load, version)
+                self._loading[key] = pending
+            return pending
+
+    def get(self, version: DatasetVersion, deadline: Deadline | None = None) -> BaseTable:
+        """The decrypted ``version``, waiting at most until ``deadline``."""
+        pending = self.load(version)
+        try:
+            return pending.result(None if deadline is None else deadline.remaining())
+        except FutureTimeout:
+            assert deadline is not None
+            raise deadline.exceeded() from None
+
+    def cached(self, key: str) -> bool:
         with self._lock:
+            return key in self._items
+
+    def _load(self, version: DatasetVersion) -> BaseTable:
+        key = version.location.key
+        try:
+            base = _decrypt(version)
+        finally:
+            with self._lock:
+                self._loading.pop(key, None)
+        with self._lock:
+            if key in self._gone:
+                raise VersionGone(version.ref)
+            self.loads += 1
             self._items[key] = base
             total = sum(b.nbytes for b in self._items.values())
             while total > self._max and len(self._items) > 1:
                 _, old = self._items.popitem(last=False)
                 total -= old.nbytes
         return base
+
+    def discard(self, keys: Iterable[str], *, gone: bool = False) -> None:
+        """Drop the versions ``keys``; ``gone``: they were deleted, never load them again."""
+        with self._lock:
+            for key in keys:
+                self._items.pop(key, None)
+                if gone:
+                    self._gone.add(key)
+
+    def keys(self) -> set[str]:
+        with self._lock:
+            return set(self._items)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._items.clear()
+
+
+def _decrypt(version: DatasetVersion) -> BaseTable:
+    table = read_table(version.location)
+    skip = {PK_COLUMN}
+    if version.participant_column is None:
+        return BaseTable(table, None, 0, _enum_columns(table, skip))
+    skip.add(version.participant_column)
+    pk = table.column(PK_COLUMN).to_numpy().astype(np.int32, copy=False)
+    keys = int(pk.max()) + 1 if len(pk) else 0
+    return BaseTable(table, pk, keys, _enum_columns(table, skip))
 
 
 @dataclass(slots=True)
@@ -198,8 +272,11 @@ class UseDatabase:
         self._copies: dict[str, WorkingCopy] = {}
         self._ids = itertools.count(1)
         self._rebuild = rebuild_fraction
+        self._deadline: Deadline | None = None
+        self.closed = False
 
     def close(self) -> None:
+        self.closed = True
         self.con.close()
 
     def relation(self, version: DatasetVersion) -> str:
@@ -214,8 +291,70 @@ class UseDatabase:
     def copy_of(self, version: DatasetVersion) -> WorkingCopy:
         return self._copies[version.location.key]
 
-    def sync(self, version: DatasetVersion, base: BaseTable, permits: Permits) -> WorkingCopy:
-        """Bring the working copy of ``version`` in line with ``permits``; return it."""
+    def keys(self) -> set[str]:
+        """The storage keys of the versions this database holds copies of."""
+        return set(self._copies.copy())  # dict.copy is atomic: no lock needed to read
+
+    def drop(self, key: str) -> bool:
+        """Drop the working copy of the version stored under ``key`` (its table, view and
+        types); True if there was one. Hold :attr:`lock`."""
+        copy = self._copies.pop(key, None)
+        if copy is None:
+            return False
+        con = self.con
+        con.execute(f"DROP VIEW IF EXISTS main.{quote(copy.view)}")
+        con.execute(f"DROP TABLE IF EXISTS main.{quote(copy.table)}")
+        types = con.execute(
+            "SELECT type_name FROM duckdb_types() WHERE starts_with(type_name, ?)",
+            [f"{copy.table}_e"],
+        ).fetchall()
+        for (name,) in types:
+            con.execute(f"DROP TYPE IF EXISTS main.{quote(str(name))}")
+        return True
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(duckdb.TransactionException):  # none active
+            self.con.execute("ROLLBACK")
+
+    @contextmanager
+    def limited(self, deadline: Deadline | None) -> Iterator[None]:
+        """Run the block's statements under ``deadline`` (interrupted when it passes)."""
+        if deadline is None:
+            yield
+            return
+        self._deadline = deadline
+        try:
+            with deadline.watching(self.con):
+                yield
+        finally:
+            self._deadline = None
+
+    def _execute(self, sql: str) -> duckdb.DuckDBPyConnection:
+        if self._deadline is not None:
+            self._deadline.check()
+        return self.con.execute(sql)
+
+    def sync(
+        self,
+        version: DatasetVersion,
+        base: BaseTable,
+        permits: Permits,
+        deadline: Deadline | None = None,
+    ) -> WorkingCopy:
+        """Bring the working copy of ``version`` in line with ``permits``; return it.
+
+        With a ``deadline``, a build or update still running when it passes is interrupted and
+        rolled back: the copy is then as it was before (none, if it was being built first).
+        """
+        with self.limited(deadline):
+            try:
+                return self._sync(version, base, permits)
+            except duckdb.Error:
+                if deadline is not None and deadline.fired:
+                    raise deadline.exceeded() from None
+                raise
+
+    def _sync(self, version: DatasetVersion, base: BaseTable, permits: Permits) -> WorkingCopy:
         self.relation(version)
         copy = self._copies[version.location.key]
         if version.participant_column is None:
@@ -250,59 +389,75 @@ class UseDatabase:
         where ``selection`` is true (all rows for a dataset without participants).
 
         DuckDB does the filtering (multi-threaded) from the registered Arrow table with the
-        selection as an extra column, which is faster than filtering in Arrow first.
+        selection as an extra column, which is faster than filtering in Arrow first. All in one
+        transaction: if it fails or is interrupted, the previous copy (if any) is left intact.
         """
         con = self.con
+        run = self._execute
         src = f"{RESERVED_PREFIX}_src"
         data = base.table
         where = "TRUE"
         if selection is not None:
             data = data.append_column(_SELECTED, pa.array(selection))
             where = quote(_SELECTED)
-        old_types = [f"{copy.table}_e{copy.generation}_{i}" for i in range(len(copy.enum_values))]
-        copy.generation += 1
+        generation = copy.generation + 1
         con.register(src, data)
         try:
-            con.execute("BEGIN TRANSACTION")
-            con.execute(f"DROP VIEW IF EXISTS main.{quote(copy.view)}")
-            con.execute(f"DROP TABLE IF EXISTS main.{quote(copy.table)}")
-            for name in old_types:
-                con.execute(f"DROP TYPE IF EXISTS main.{quote(name)}")
-            select: list[str] = []
-            enum_values: dict[str, frozenset[str]] = {}
-            enums = dict.fromkeys(base.enums)
-            for column in base.table.column_names:
-                if column not in enums:
-                    select.append(quote(column))
-                    continue
-                type_name = f"{copy.table}_e{copy.generation}_{len(enum_values)}"
-                typ = f"main.{quote(type_name)}"
-                con.execute(
-                    f"CREATE TYPE {typ} AS ENUM (SELECT DISTINCT {quote(column)} "
-                    f"FROM {quote(src)} WHERE {where} AND {quote(column)} IS NOT NULL "
-                    "ORDER BY ALL)"
-                )
-                rows = con.execute(f"SELECT unnest(enum_range(NULL::{typ}))").fetchall()
-                enum_values[column] = frozenset(str(r[0]) for r in rows)
-                select.append(f"CAST({quote(column)} AS {typ}) AS {quote(column)}")
-            con.execute(
-                f"CREATE TABLE main.{quote(copy.table)} AS SELECT {', '.join(select)} "
-                f"FROM {quote(src)} WHERE {where}"
-            )
-            exclude = f" EXCLUDE ({quote(PK_COLUMN)})" if selection is not None else ""
-            con.execute(
-                f"CREATE VIEW main.{quote(copy.view)} AS SELECT *{exclude} "
-                f"FROM main.{quote(copy.table)}"
-            )
-            con.execute("COMMIT")
+            run("BEGIN TRANSACTION")
+            self._fill(copy, base, src, where, selection is not None, generation)
         except BaseException:
-            con.execute("ROLLBACK")
+            self._rollback()
             raise
         finally:
             con.unregister(src)
-        copy.enum_values = enum_values
+        copy.generation = generation
         copy.built = True
         copy.stats["builds"] += 1
+
+    def _fill(
+        self,
+        copy: WorkingCopy,
+        base: BaseTable,
+        src: str,
+        where: str,
+        filtered: bool,
+        generation: int,
+    ) -> None:
+        """The statements of :meth:`_build`, inside its transaction."""
+        run = self._execute
+        old_types = [f"{copy.table}_e{copy.generation}_{i}" for i in range(len(copy.enum_values))]
+        run(f"DROP VIEW IF EXISTS main.{quote(copy.view)}")
+        run(f"DROP TABLE IF EXISTS main.{quote(copy.table)}")
+        for name in old_types:
+            run(f"DROP TYPE IF EXISTS main.{quote(name)}")
+        select: list[str] = []
+        enum_values: dict[str, frozenset[str]] = {}
+        enums = dict.fromkeys(base.enums)
+        for column in base.table.column_names:
+            if column not in enums:
+                select.append(quote(column))
+                continue
+            type_name = f"{copy.table}_e{generation}_{len(enum_values)}"
+            typ = f"main.{quote(type_name)}"
+            run(
+                f"CREATE TYPE {typ} AS ENUM (SELECT DISTINCT {quote(column)} "
+                f"FROM {quote(src)} WHERE {where} AND {quote(column)} IS NOT NULL "
+                "ORDER BY ALL)"
+            )
+            rows = run(f"SELECT unnest(enum_range(NULL::{typ}))").fetchall()
+            enum_values[column] = frozenset(str(r[0]) for r in rows)
+            select.append(f"CAST({quote(column)} AS {typ}) AS {quote(column)}")
+        run(
+            f"CREATE TABLE main.{quote(copy.table)} AS SELECT {', '.join(select)} "
+            f"FROM {quote(src)} WHERE {where}"
+        )
+        exclude = f" EXCLUDE ({quote(PK_COLUMN)})" if filtered else ""
+        run(
+            f"CREATE VIEW main.{quote(copy.view)} AS SELECT *{exclude} "
+            f"FROM main.{quote(copy.table)}"
+        )
+        run("COMMIT")
+        copy.enum_values = enum_values
 
     def _update(
         self,
@@ -321,13 +476,14 @@ class UseDatabase:
                 if not known.issuperset(values):
                     return False  # a value the ENUM does not know: rebuild
         con = self.con
-        con.execute("BEGIN TRANSACTION")
+        run = self._execute
+        run("BEGIN TRANSACTION")
         try:
             if len(removed):
                 keys = f"{RESERVED_PREFIX}_keys"
                 con.register(keys, pa.table({"k": removed.astype(np.int32)}))
                 try:
-                    con.execute(
+                    run(
                         f"DELETE FROM main.{quote(copy.table)} "
                         f"WHERE {quote(PK_COLUMN)} IN (SELECT k FROM {quote(keys)})"
                     )
@@ -337,14 +493,12 @@ class UseDatabase:
                 src = f"{RESERVED_PREFIX}_src"
                 con.register(src, rows)
                 try:
-                    con.execute(
-                        f"INSERT INTO main.{quote(copy.table)} BY NAME SELECT * FROM {quote(src)}"
-                    )
+                    run(f"INSERT INTO main.{quote(copy.table)} BY NAME SELECT * FROM {quote(src)}")
                 finally:
                     con.unregister(src)
-            con.execute("COMMIT")
+            run("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            self._rollback()
             raise
         copy.stats["updates"] += 1
         return True

@@ -9,7 +9,9 @@
 3. runs the rewritten SQL on the use's own DuckDB database (locked down, see
    :func:`~hvelv.datasets.enforce.connect_locked`), streaming the result and stopping with
    :class:`~hvelv.datasets.errors.QueryLimitExceeded` past ``max_rows``, ``max_bytes`` or
-   ``timeout_s`` (DuckDB is interrupted).
+   ``timeout_s`` (DuckDB is interrupted). The time limit counts from the call: waiting for the
+   use, decrypting a version (a load the query stops waiting for goes on in the background and
+   lands in the cache) and building its working copy (interrupted and rolled back) all count.
 
 The result carries the permit snapshot's ledger position, to be logged with the query (decision
 log and audit) by the caller. Queries of one use are serialised (sync, run, fetch under the use's
@@ -21,36 +23,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 
-from hvelv.datasets.enforce import BaseCache, UseDatabase
-from hvelv.datasets.errors import QueryFailed, QueryLimitExceeded
+from hvelv.datasets.enforce import BaseCache, BaseTable, UseDatabase, VersionGone
+from hvelv.datasets.errors import DatasetChanged, QueryFailed, QueryLimitExceeded
 from hvelv.datasets.ingest import DatasetVersion
 from hvelv.datasets.keys import Permits
+from hvelv.datasets.limits import Deadline, EngineSettings, QueryLimits
 from hvelv.datasets.sql_vet import vet_query
+from hvelv.storage.base import ObjectNotFoundError
 
 __all__ = ["EngineSettings", "QueryEngine", "QueryLimits", "QueryResult"]
-
-
-@dataclass(frozen=True, slots=True)
-class QueryLimits:
-    max_rows: int = 100_000
-    max_bytes: int = 64 << 20
-    timeout_s: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    memory_limit: str = "4GB"  # per use database
-    threads: int = 2
-    max_uses: int = 8  # use databases kept (least recently used closed first)
-    base_cache_bytes: int = 4 << 30  # decrypted versions kept in memory
-    rebuild_fraction: float = 0.05
-    batch_rows: int = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +54,16 @@ class QueryEngine:
 
     def __init__(self, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()
-        self.bases = BaseCache(self.settings.base_cache_bytes)
+        self.bases = BaseCache(self.settings.base_cache_bytes, self.settings.loader_threads)
         self._uses: OrderedDict[Hashable, UseDatabase] = OrderedDict()
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        self.bases.close()
         with self._lock:
             for db in self._uses.values():
-                db.close()
+                with db.lock:
+                    db.close()
             self._uses.clear()
 
     def database(self, use: Hashable) -> UseDatabase:
@@ -97,6 +86,43 @@ class QueryEngine:
                 self._uses.move_to_end(use)
             return db
 
+    def databases(self) -> list[UseDatabase]:
+        with self._lock:
+            return list(self._uses.values())
+
+    def held(self) -> set[str]:
+        """Storage keys of the versions this engine holds data of (decrypted or copied)."""
+        keys = self.bases.keys()
+        for db in self.databases():
+            keys |= db.keys()
+        return keys
+
+    def forget(self, key: str) -> None:
+        """The version stored under ``key`` was deleted: drop its decrypted copy and every use's
+        working copy of it (waiting for queries using them to end), and never load it again."""
+        self.bases.discard([key], gone=True)
+        for db in self.databases():
+            with db.lock:
+                if not db.closed:
+                    db.drop(key)
+
+    def retire(self, keys: Collection[str]) -> None:
+        """Drop what is held of versions that are no longer current (superseded or deleted,
+        e.g. by another process). Working copies of uses busy with a query are skipped; their
+        next query retires them."""
+        if not keys:
+            return
+        self.bases.discard(keys)
+        for db in self.databases():
+            if not db.lock.acquire(blocking=False):
+                continue
+            try:
+                if not db.closed:
+                    for key in db.keys() & set(keys):
+                        db.drop(key)
+            finally:
+                db.lock.release()
+
     def query(
         self,
         sql: str,
@@ -105,20 +131,35 @@ class QueryEngine:
         use: Hashable,
         permits: Permits,
         limits: QueryLimits | None = None,
+        retire: Collection[str] = (),
     ) -> QueryResult:
-        """Run ``sql`` for ``use`` over ``datasets`` (name -> current version)."""
+        """Run ``sql`` for ``use`` over ``datasets`` (name -> current version).
+
+        The time limit covers the whole call: waiting for the use's lock, decrypting versions,
+        building or updating working copies and running the SQL. ``retire``: storage keys of
+        versions no longer current, dropped first (:meth:`retire`).
+        """
         limits = limits or QueryLimits()
         started = time.perf_counter()
-        db = self.database(use)
-        with db.lock:
-            names = {name: db.relation(version) for name, version in datasets.items()}
-            vetted = vet_query(sql, names)
-            by_lower = {name.lower(): version for name, version in datasets.items()}
-            read = sorted(vetted.datasets)
-            for name in read:
-                version = by_lower[name]
-                db.sync(version, self.bases.get(version), permits)
-            table = self._run(db, vetted.sql, limits, names)
+        with Deadline(limits.timeout_s) as deadline:
+            db = self._acquire(use, deadline)
+            try:
+                if retire:
+                    self.retire(retire)
+                names = {name: db.relation(version) for name, version in datasets.items()}
+                vetted = vet_query(sql, names)
+                by_lower = {name.lower(): version for name, version in datasets.items()}
+                read = sorted(vetted.datasets)
+                for name in read:
+                    version = by_lower[name]
+                    base = self._base(version, deadline)
+                    try:
+                        db.sync(version, base, permits, deadline)
+                    except duckdb.Error as exc:
+                        raise _limit_error(exc, deadline) or exc from None
+                table = self._run(db, vetted.sql, limits, names, deadline)
+            finally:
+                db.lock.release()
         return QueryResult(
             table=table,
             ledger_position=permits.ledger_position,
@@ -127,54 +168,79 @@ class QueryEngine:
             elapsed_s=time.perf_counter() - started,
         )
 
+    def _acquire(self, use: Hashable, deadline: Deadline) -> UseDatabase:
+        """The use's database, locked (queries of one use are serialised)."""
+        while True:
+            db = self.database(use)
+            if not db.lock.acquire(timeout=deadline.remaining()):
+                raise deadline.exceeded()
+            if not db.closed:
+                return db
+            db.lock.release()  # closed by the LRU meanwhile: take a new one
+
+    def _base(self, version: DatasetVersion, deadline: Deadline) -> BaseTable:
+        try:
+            return self.bases.get(version, deadline)
+        except (VersionGone, ObjectNotFoundError):
+            raise DatasetChanged(
+                f"dataset {version.name!r} version {version.version} was deleted meanwhile; "
+                "try again"
+            ) from None
+
     def _run(
-        self, db: UseDatabase, sql: str, limits: QueryLimits, names: Mapping[str, str]
+        self,
+        db: UseDatabase,
+        sql: str,
+        limits: QueryLimits,
+        names: Mapping[str, str],
+        deadline: Deadline,
     ) -> pa.Table:
+        deadline.check()
         cursor = db.con.cursor()
-        timed_out = threading.Event()
-
-        def interrupt() -> None:
-            timed_out.set()
-            cursor.interrupt()
-
-        timer = threading.Timer(limits.timeout_s, interrupt)
-        timer.start()
         batches: list[pa.RecordBatch] = []
         rows = 0
         size = 0
         try:
-            reader = cursor.sql(sql).to_arrow_reader(self.settings.batch_rows)
-            for batch in reader:
-                rows += batch.num_rows
-                size += batch.nbytes
-                if rows > limits.max_rows:
-                    raise QueryLimitExceeded(
-                        "rows", limits.max_rows, f"the result has more than {limits.max_rows} rows"
-                    )
-                if size > limits.max_bytes:
-                    raise QueryLimitExceeded(
-                        "bytes",
-                        limits.max_bytes,
-                        f"the result is larger than {limits.max_bytes} bytes",
-                    )
-                batches.append(batch)
-            schema = reader.schema
+            with deadline.watching(cursor):
+                reader = cursor.sql(sql).to_arrow_reader(self.settings.batch_rows)
+                for batch in reader:
+                    rows += batch.num_rows
+                    size += batch.nbytes
+                    if rows > limits.max_rows:
+                        raise QueryLimitExceeded(
+                            "rows",
+                            limits.max_rows,
+                            f"the result has more than {limits.max_rows} rows",
+                        )
+                    if size > limits.max_bytes:
+                        raise QueryLimitExceeded(
+                            "bytes",
+                            limits.max_bytes,
+                            f"the result is larger than {limits.max_bytes} bytes",
+                        )
+                    batches.append(batch)
+                schema = reader.schema
         except QueryLimitExceeded:
             raise
         except (duckdb.Error, OSError, pa.ArrowException) as exc:
-            if timed_out.is_set():
-                raise QueryLimitExceeded(
-                    "time", limits.timeout_s, f"the query ran longer than {limits.timeout_s} s"
-                ) from None
-            if isinstance(exc, duckdb.OutOfMemoryException):
-                raise QueryLimitExceeded(
-                    "memory", 0, "the query needs more memory than the project's limit"
-                ) from None
+            limit = _limit_error(exc, deadline)
+            if limit is not None:
+                raise limit from None
             message = str(exc).splitlines()[0][:300]
             for name, internal in names.items():
                 message = message.replace(f'main."{internal}"', name).replace(internal, name)
             raise QueryFailed(message) from None
         finally:
-            timer.cancel()
             cursor.close()
         return pa.Table.from_batches(batches, schema=schema)
+
+
+def _limit_error(exc: Exception, deadline: Deadline) -> QueryLimitExceeded | None:
+    """The limit a DuckDB failure stands for: time (interrupted at the deadline) or memory."""
+    if deadline.fired:
+        return deadline.exceeded()
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return QueryLimitExceeded(
+            "memory", 0, "the query needs more memory than the project's limit"
+        )
+    return None

@@ -7,6 +7,7 @@ from typing import Any
 from hvelv.errors import HvelvError
 
 __all__ = [
+    "DatasetChanged",
     "DatasetError",
     "DatasetNotQueryable",
     "IngestError",
@@ -58,6 +59,14 @@ class DatasetNotQueryable(DatasetError):
 
     status = 409
     code = "dataset_not_queryable"
+
+
+class DatasetChanged(DatasetError):
+    """A version the query was to read was deleted while it ran; the next query uses the
+    dataset's new current version (or refuses the name if none is left)."""
+
+    status = 409
+    code = "dataset_changed"
 
 
 class IngestError(DatasetError):

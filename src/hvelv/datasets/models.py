@@ -4,7 +4,9 @@
   class (what the consent engine is asked about) and the project's "holds personal data" mark;
 * ``dataset_versions``: one immutable, encrypted Parquet object each (store, object key and the
   wrapped data key's id), its schema, row count and lineage (source file and SHA-256, rules, who
-  and when). Rows are inserted, never updated;
+  and when). Rows are inserted and never changed, except that deleting a version sets
+  ``deleted_at``/``deleted_by``/``deletion_reason`` once (its object and data key are destroyed,
+  the row stays as lineage for the audit trail);
 * ``dataset_participant_keys``: the dense participant key of each pseudonym in the project
   (``0, 1, 2, ...`` in order of first ingest), append-only. Rows of a version carry the key in
   ``_hv_pk``, and consent snapshots become permit masks indexed by it
@@ -49,6 +51,9 @@ class Dataset(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # set when its last live version is deleted; a new ingest under the name revives the row
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    deleted_by: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class DatasetVersionRow(Base):
@@ -81,6 +86,9 @@ class DatasetVersionRow(Base):
     rejections: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # reason -> count
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    deleted_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    deletion_reason: Mapped[str | None] = mapped_column(String(1000), default=None)
 
 
 class ParticipantKeyRow(Base):

@@ -10,19 +10,26 @@ that never serves a dataset request keeps its memory (about 100 MB less).
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import TYPE_CHECKING
+from concurrent.futures import Future, wait
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hvelv.datasets.limits import EngineSettings, QueryLimits
 from hvelv.datasets.models import ParticipantKeyRow
 
 if TYPE_CHECKING:
-    from hvelv.datasets.engine import EngineSettings, QueryEngine, QueryLimits
+    from hvelv.config import Settings
+    from hvelv.datasets.engine import QueryEngine
+    from hvelv.datasets.ingest import DatasetVersion
     from hvelv.datasets.keys import ParticipantKeys
 
 __all__ = ["DatasetRuntime"]
+
+log = logging.getLogger("hvelv.datasets")
 
 
 class DatasetRuntime:
@@ -38,20 +45,21 @@ class DatasetRuntime:
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
         self._ingest_locks: dict[str, threading.Lock] = {}
+        self._warming: set[Future[None]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DatasetRuntime:
+        return cls(EngineSettings.from_settings(settings), QueryLimits.from_settings(settings))
 
     @property
     def settings(self) -> EngineSettings:
         if self._settings is None:
-            from hvelv.datasets.engine import EngineSettings
-
             self._settings = EngineSettings(memory_limit="1GB", max_uses=8)
         return self._settings
 
     @property
     def limits(self) -> QueryLimits:
         if self._limits is None:
-            from hvelv.datasets.engine import QueryLimits
-
             self._limits = QueryLimits()
         return self._limits
 
@@ -67,6 +75,46 @@ class DatasetRuntime:
             if engine is None:
                 engine = self._engines[pid] = QueryEngine(self.settings)
             return engine
+
+    def warm(self, pid: str, version: DatasetVersion) -> Future[Any] | None:
+        """Start decrypting a newly ingested version into this process's cache, in the
+        background, so the first query only builds its working copy. Never raises: a failure
+        is logged (the ingest it follows has succeeded regardless)."""
+        try:
+            future: Future[Any] = self.engine(pid).bases.load(version)
+        except Exception as exc:
+            _warm_failed(pid, version, exc)
+            return None
+        settled: Future[None] = Future()  # done once the outcome is logged
+        with self._lock:
+            self._warming.add(settled)
+
+        def done(f: Future[Any]) -> None:
+            try:
+                exc = None if f.cancelled() else f.exception()
+                if exc is not None:
+                    _warm_failed(pid, version, exc)
+            finally:
+                with self._lock:
+                    self._warming.discard(settled)
+                settled.set_result(None)
+
+        future.add_done_callback(done)
+        return future
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait for the warm-ups started so far; False if some are still running."""
+        with self._lock:
+            pending = set(self._warming)
+        return not wait(pending, timeout).not_done
+
+    def forget(self, pid: str, key: str) -> None:
+        """A version of ``pid`` stored under ``key`` was deleted: drop everything this process
+        holds of it (decrypted table, working copies) and never load it again."""
+        with self._lock:
+            engine = self._engines.get(pid)
+        if engine is not None:
+            engine.forget(key)
 
     def ingest_lock(self, pid: str) -> threading.Lock:
         with self._lock:
@@ -97,3 +145,18 @@ class DatasetRuntime:
                 engine.close()
             self._engines.clear()
             self._keys.clear()
+
+
+def _warm_failed(pid: str, version: DatasetVersion, exc: BaseException) -> None:
+    from hvelv.datasets.enforce import VersionGone
+
+    if isinstance(exc, VersionGone):  # deleted before it was loaded: nothing to warm
+        return
+    log.warning(
+        "dataset warm-up failed: %s %s: %s: %s",
+        pid,
+        version.ref,
+        type(exc).__name__,
+        str(exc)[:200],
+        extra={"event": "dataset.warmup_failed"},
+    )

@@ -121,6 +121,9 @@ class VersionOut(BaseModel):
     columns: list[ColumnOut]
     stored_bytes: int
     lineage: LineageOut
+    deleted_at: datetime | None = None
+    deleted_by: str | None = None
+    deletion_reason: str | None = None
 
 
 class RejectionOut(BaseModel):
@@ -197,6 +200,14 @@ class DatasetOut(BaseModel):
     versions: list[VersionOut] | None = None
 
 
+class DeletionOut(BaseModel):
+    dataset: str
+    deleted_versions: list[int]
+    current_version: int | None = Field(
+        description="The dataset's current version now; null: the dataset is gone, its name free"
+    )
+
+
 class QueryIn(Strict):
     sql: Annotated[Text, Field(min_length=1, max_length=100_000)]
     purpose: Annotated[str, Field(min_length=2, max_length=16, pattern=r"^[A-Z0-9:]+$")] = Field(
@@ -206,7 +217,11 @@ class QueryIn(Strict):
     action: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z_]+$")] = "analyse"
     requester_institution: Annotated[Line, Field(max_length=200)] = ""
     format: Literal["json", "csv", "parquet", "arrow"] = "json"
-    limit: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    limit: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        default=None,
+        description="Rows per JSON page: at most the instance's HVELV_QUERY_PAGE_MAX_ROWS "
+        "(10,000 by default); default 1000 or that maximum if lower",
+    )
     page: Annotated[int, Field(ge=1, le=1_000_000)] = 1
 
 

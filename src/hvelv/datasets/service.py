@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -55,23 +56,26 @@ from hvelv.datasets.models import Dataset, DatasetVersionRow, ParticipantKeyRow
 from hvelv.datasets.runtime import DatasetRuntime
 from hvelv.datasets.sql_vet import RESERVED_PREFIX, vet_query
 from hvelv.datasets.storage import BlobLocation, StoredObject
-from hvelv.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hvelv.errors import Conflict, Forbidden, HvelvError, InvalidInput, NotFound
 from hvelv.files import catalog
 from hvelv.files.blobs import FileReader, blobs_of
 from hvelv.files.paths import Area
 from hvelv.projects import keys as project_keys
-from hvelv.projects.models import Project
+from hvelv.projects.models import DataKey, Project
 
 if TYPE_CHECKING:
     from hvelv.platform import Platform
 
 __all__ = [
     "AuditContext",
+    "Deletion",
     "FileStream",
     "IngestSpec",
     "QueryOutcome",
     "QuerySpec",
     "create_version",
+    "delete_dataset",
+    "delete_version",
     "get_dataset",
     "ingest_source",
     "list_datasets",
@@ -164,16 +168,21 @@ class FileStream(io.RawIOBase):
 
 
 def list_datasets(session: Session, pid: str) -> list[Dataset]:
+    """The project's datasets (not those deleted)."""
     return list(
         session.execute(
-            select(Dataset).where(Dataset.project_id == pid).order_by(Dataset.name)
+            select(Dataset)
+            .where(Dataset.project_id == pid, Dataset.deleted_at.is_(None))
+            .order_by(Dataset.name)
         ).scalars()
     )
 
 
 def get_dataset(session: Session, pid: str, name: str) -> Dataset:
     row = session.execute(
-        select(Dataset).where(Dataset.project_id == pid, Dataset.name == name)
+        select(Dataset).where(
+            Dataset.project_id == pid, Dataset.name == name, Dataset.deleted_at.is_(None)
+        )
     ).scalar_one_or_none()
     if row is None:
         raise NotFound(f"no dataset {name!r}", code="dataset_not_found")
@@ -202,10 +211,10 @@ def get_version(session: Session, dataset: Dataset, version: int) -> DatasetVers
 
 
 def latest_versions(session: Session, pid: str) -> dict[int, DatasetVersionRow]:
-    """The current (highest) version of every dataset of the project, by dataset id."""
+    """The current (highest not deleted) version of every dataset of the project, by id."""
     newest = (
         select(DatasetVersionRow.dataset_id, func.max(DatasetVersionRow.version).label("v"))
-        .where(DatasetVersionRow.project_id == pid)
+        .where(DatasetVersionRow.project_id == pid, DatasetVersionRow.deleted_at.is_(None))
         .group_by(DatasetVersionRow.dataset_id)
         .subquery()
     )
@@ -261,6 +270,171 @@ def version_of(
         ),
         stored=StoredObject(row.stored_bytes, row.plaintext_bytes, row.plaintext_sha256),
     )
+
+
+# -- deletion --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deletion:
+    dataset: str
+    deleted_versions: tuple[int, ...]
+    current_version: int | None  # None: the dataset is gone and its name free
+
+
+class StorageUnavailable(HvelvError):
+    status = 503
+    code = "storage_unavailable"
+
+
+def delete_version(
+    platform: Platform,
+    session: Session,
+    trail: AuditTrail,
+    pid: str,
+    name: str,
+    number: int,
+    reason: str | None = None,
+) -> Deletion:
+    """Delete one version: its encrypted object, its data key, and (in the same transaction)
+    mark its row deleted and audit ``dataset.delete``. Commits.
+
+    Order: the row is marked, the data key row deleted and the audit event written (not yet
+    committed), then the object is deleted from the blob store, then the transaction commits.
+    If the object cannot be deleted, the transaction is rolled back (503, nothing changed, the
+    version still works; the failure is audited). If the commit fails after the object is gone,
+    the row still looks live but its object is missing: queries of it get 409 dataset_changed
+    and repeating the DELETE completes it (deleting a missing object is not an error). Either
+    way every in-process copy of the version's data is dropped (:meth:`DatasetRuntime.forget`).
+    """
+    dataset = get_dataset(session, pid, name)
+    row = _lock_version(session, dataset, number)
+    if row.deleted_at is not None:
+        raise Conflict(
+            f"version {number} of {name!r} was deleted {row.deleted_at:%Y-%m-%d %H:%M} UTC",
+            code="version_deleted",
+        )
+    current = _delete_version(platform, session, trail, dataset, row, reason)
+    return Deletion(dataset.name, (number,), current)
+
+
+def delete_dataset(
+    platform: Platform,
+    session: Session,
+    trail: AuditTrail,
+    pid: str,
+    name: str,
+    reason: str | None = None,
+) -> Deletion:
+    """Delete every live version of a dataset, oldest first, each as :func:`delete_version`
+    (its own transaction), so the current version stays queryable until it goes last. If a
+    storage failure stops it half-way, the versions deleted so far stay deleted (503 names
+    them) and repeating the DELETE completes it. The dataset is gone when its last version is:
+    listings and queries no longer know it, and its name is free again."""
+    dataset = get_dataset(session, pid, name)
+    numbers = [v.version for v in versions_of(session, dataset) if v.deleted_at is None]
+    done: list[int] = []
+    current: int | None = None
+    for number in numbers:
+        row = _lock_version(session, dataset, number)
+        if row.deleted_at is not None:  # deleted concurrently
+            continue
+        try:
+            current = _delete_version(platform, session, trail, dataset, row, reason)
+        except StorageUnavailable as exc:
+            exc.details = {"deleted_versions": done, "remaining_versions": numbers[len(done) :]}
+            raise
+        done.append(number)
+    return Deletion(name, tuple(done), current)
+
+
+def _lock_version(session: Session, dataset: Dataset, number: int) -> DatasetVersionRow:
+    row = session.execute(
+        select(DatasetVersionRow)
+        .where(DatasetVersionRow.dataset_id == dataset.id, DatasetVersionRow.version == number)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no version {number} of {dataset.name!r}", code="version_not_found")
+    return row
+
+
+def _delete_version(
+    platform: Platform,
+    session: Session,
+    trail: AuditTrail,
+    dataset: Dataset,
+    row: DatasetVersionRow,
+    reason: str | None,
+) -> int | None:
+    """Mark, delete the object, commit (see :func:`delete_version`); the new current version."""
+    pid = dataset.project_id
+    now = dt.datetime.now(dt.UTC)
+    row.deleted_at = now
+    row.deleted_by = trail.actor
+    row.deletion_reason = reason
+    session.execute(
+        sa_delete(DataKey).where(DataKey.id == row.key_id, DataKey.project_id == pid)
+    )  # without its key no copy of the object (backup, versioned bucket) can be read again
+    session.flush()
+    current = session.execute(
+        select(func.max(DatasetVersionRow.version)).where(
+            DatasetVersionRow.dataset_id == dataset.id, DatasetVersionRow.deleted_at.is_(None)
+        )
+    ).scalar()
+    if current is None:
+        dataset.deleted_at = now
+        dataset.deleted_by = trail.actor
+    target = f"dataset:{dataset.name}@{row.version}"
+    details: dict[str, Any] = {
+        "reason": reason,
+        "rows": row.rows,
+        "current_version": current,
+        "dataset_deleted": current is None,
+    }
+    trail.record("dataset.delete", target=target, project_id=pid, details=details)
+    session.flush()
+    store, key = row.store, row.storage_key
+    try:
+        platform.store(store).delete(key)
+    except Exception as exc:  # any store failure: nothing is marked, nothing is lost
+        session.rollback()
+        platform.audit_now(
+            AuditRecord(
+                action="dataset.delete",
+                actor=trail.actor,
+                outcome=Outcome.FAILED,
+                project_id=pid,
+                target=target,
+                request_id=trail.request_id,
+                client=trail.client,
+                details={"reason": reason, "error": type(exc).__name__},
+            )
+        )
+        raise StorageUnavailable(
+            f"the stored object of {target.removeprefix('dataset:')} could not be deleted "
+            "(nothing was changed); try again"
+        ) from None
+    try:
+        session.commit()
+    finally:
+        platform.datasets.forget(pid, key)
+    return current
+
+
+def _revive(dataset: Dataset, spec: IngestSpec, actor: str) -> None:
+    """A new dataset under a freed name: nothing of the deleted one carries over (not even
+    its "no personal data" mark) except the row, so version numbers keep counting."""
+    now = dt.datetime.now(dt.UTC)
+    dataset.description = spec.description or ""
+    dataset.column_descriptions = dict(spec.column_descriptions or {})
+    dataset.data_class = spec.data_class
+    dataset.personal_data = spec.options.personal_data
+    dataset.created_by = actor
+    dataset.created_at = now
+    dataset.updated_at = now
+    dataset.deleted_at = None
+    dataset.deleted_by = None
 
 
 # -- ingest ----------------------------------------------------------------------------------
@@ -402,6 +576,7 @@ def ingest_source(
             session.rollback()
             location.store.delete(storage_key)
             raise
+    runtime.warm(pid, replace(version, version=row.version))
     return dataset, row, report
 
 
@@ -450,6 +625,8 @@ def _record_version(
             created_by=trail.actor,
         )
         session.add(dataset)
+    elif dataset.deleted_at is not None:  # the name was freed: a new dataset, numbers go on
+        _revive(dataset, spec, trail.actor)
     else:
         if spec.description is not None:
             dataset.description = spec.description
@@ -620,6 +797,7 @@ def run_query(platform: Platform, who: AuditContext, pid: str, spec: QuerySpec) 
             versions[dataset.name] = version_of(platform, session, dataset, row)
         classes = tuple(sorted({d.data_class for d in read})) or ("questionnaire",)
         registry = platform.datasets.keys(session, pid)
+        retire = _retired(session, platform.datasets.engine(pid).held(), pid, current)
     try:
         uses = [
             Use(
@@ -677,5 +855,22 @@ def run_query(platform: Platform, who: AuditContext, pid: str, spec: QuerySpec) 
         use=use_key,
         permits=permits,
         limits=platform.datasets.limits,
+        retire=retire,
     )
     return QueryOutcome(result, tuple(log_ids), permits.count, classes)
+
+
+def _retired(
+    session: Session, held: set[str], pid: str, current: Mapping[int, DatasetVersionRow]
+) -> set[str]:
+    """Of the versions this process holds data of, those no longer current (deleted or
+    superseded, also by another process). Versions the table does not know yet (an ingest
+    committing now) are kept."""
+    if not held:
+        return set()
+    known = session.execute(
+        select(DatasetVersionRow.storage_key).where(
+            DatasetVersionRow.project_id == pid, DatasetVersionRow.storage_key.in_(sorted(held))
+        )
+    ).scalars()
+    return set(known) - {row.storage_key for row in current.values()}

@@ -1,0 +1,221 @@
+"""The query time limit covers the whole query: waiting for the use, decrypting the version and
+building its consent-filtered working copy. A build cut off by the limit leaves nothing behind.
+
+The version here has 1,000,000 rows: decrypting it takes about 0.5 s and building a working copy
+about 0.7 s on a quiet machine, so limits of 0.05 s are far below either. Only outcomes are
+asserted (which error, what is left), never durations.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hvelv.datasets.engine import EngineSettings, QueryEngine, QueryLimits
+from hvelv.datasets.errors import QueryLimitExceeded
+from hvelv.datasets.ingest import DatasetVersion
+from hvelv.datasets.keys import PK_COLUMN, ParticipantKeys, Permits
+from hvelv.datasets.limits import Deadline
+from hvelv.datasets.runtime import DatasetRuntime
+from hvelv.datasets.storage import BlobLocation, read_table
+from hvelv.datasets.synthetic import make_cohort
+from hvelv.storage.local import LocalBlobStore
+from tests.datasets.conftest import ingester
+
+ROWS = 1_000_000
+TINY = QueryLimits(timeout_s=0.05)
+COUNT = "SELECT count(*) FROM visits"
+
+
+@dataclass
+class Big:
+    version: DatasetVersion
+    keys: ParticipantKeys
+    pk: np.typing.NDArray[np.int32]
+
+    def permits(self, every: int = 1) -> Permits:
+        """Every ``every``-th participant key permitted."""
+        mask = np.zeros(len(self.keys), dtype=np.bool_)
+        mask[::every] = True
+        return Permits(mask, 1)
+
+    def rows(self, permits: Permits) -> int:
+        return int(permits.padded(int(self.pk.max()) + 1)[self.pk].sum())
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Big:
+    tmp = tmp_path_factory.mktemp("big")
+    cohort = make_cohort(ROWS // 10, seed=5)
+    pq.write_table(
+        pa.Table.from_batches(list(cohort.visits(ROWS, batch_rows=200_000))), tmp / "v.parquet"
+    )
+    keys = ParticipantKeys()
+    report = ingester(LocalBlobStore(tmp / "blobs"))(
+        tmp / "v.parquet", "visits", keys=keys, drop=frozenset({"name"})
+    )
+    assert report.version is not None
+    pk = read_table(report.version.location, [PK_COLUMN]).column(PK_COLUMN).to_numpy()
+    return Big(report.version, keys, pk)
+
+
+@pytest.fixture
+def engine() -> Iterator[QueryEngine]:
+    eng = QueryEngine(EngineSettings(memory_limit="1GB", threads=1))
+    yield eng
+    eng.close()
+
+
+def hv_objects(engine: QueryEngine, use: str) -> list[str]:
+    """Internal tables, views and types in the use's database."""
+    con = engine.database(use).con
+    rows = con.execute(
+        "SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views() "
+        "WHERE NOT internal UNION ALL SELECT type_name FROM duckdb_types() "
+        "WHERE starts_with(type_name, '__hv')"
+    ).fetchall()
+    return sorted(str(r[0]) for r in rows)
+
+
+def count(engine: QueryEngine, big: Big, permits: Permits, use: str = "u") -> int:
+    result = engine.query(COUNT, datasets={"visits": big.version}, use=use, permits=permits)
+    value: int = result.table.column(0)[0].as_py()
+    return value
+
+
+def test_a_first_build_cut_off_by_the_limit_leaves_no_copy(engine: QueryEngine, big: Big) -> None:
+    base = engine.bases.get(big.version)  # decrypted beforehand: only the build is limited
+    db = engine.database("u")
+    db.relation(big.version)
+    with pytest.raises(QueryLimitExceeded) as info, Deadline(0.05) as deadline:
+        db.sync(big.version, base, big.permits(2), deadline)
+    assert info.value.limit == "time"
+    assert not db.copy_of(big.version).built
+    assert hv_objects(engine, "u") == []
+    # the same use then works, with the rows it may see
+    assert count(engine, big, big.permits(2)) == big.rows(big.permits(2))
+
+
+def test_the_engine_stops_a_slow_build_with_the_time_error(engine: QueryEngine, big: Big) -> None:
+    engine.bases.get(big.version)
+    with pytest.raises(QueryLimitExceeded) as info:
+        engine.query(
+            COUNT, datasets={"visits": big.version}, use="u", permits=big.permits(), limits=TINY
+        )
+    assert info.value.limit == "time"
+    assert hv_objects(engine, "u") == []
+    assert count(engine, big, big.permits()) == ROWS
+
+
+def test_a_rebuild_cut_off_by_the_limit_keeps_the_previous_copy(
+    engine: QueryEngine, big: Big
+) -> None:
+    everyone, half = big.permits(), big.permits(2)
+    assert count(engine, big, everyone) == ROWS
+    db = engine.database("u")
+    before = hv_objects(engine, "u")
+    with pytest.raises(QueryLimitExceeded), Deadline(0.05) as deadline:
+        # half the participants changed: far beyond the incremental threshold, so a rebuild
+        db.sync(big.version, engine.bases.get(big.version), half, deadline)
+    assert hv_objects(engine, "u") == before
+    copy = db.copy_of(big.version)
+    rows = db.con.execute(f'SELECT count(*) FROM "{copy.view}"').fetchall()  # noqa: S608
+    assert rows == [(ROWS,)]
+    assert count(engine, big, half) == big.rows(half)
+    assert len(hv_objects(engine, "u")) == len(before)  # old ENUM types were replaced
+
+
+def test_the_limit_covers_decrypting_the_version(engine: QueryEngine, big: Big) -> None:
+    with pytest.raises(QueryLimitExceeded) as info:
+        engine.query(
+            COUNT, datasets={"visits": big.version}, use="u", permits=big.permits(), limits=TINY
+        )
+    assert info.value.limit == "time"
+    assert hv_objects(engine, "u") == []
+    # the load the query stopped waiting for completes in the background and is kept
+    engine.bases.load(big.version).result(timeout=600)
+    assert engine.bases.cached(big.version.location.key)
+    assert engine.bases.loads == 1
+    assert count(engine, big, big.permits()) == ROWS
+    assert engine.bases.loads == 1
+
+
+def test_the_limit_covers_waiting_for_the_uses_previous_query(
+    engine: QueryEngine, big: Big
+) -> None:
+    db = engine.database("u")
+    errors: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            engine.query("SELECT 1", datasets={}, use="u", permits=big.permits(), limits=TINY)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with db.lock:  # a query of the same use is running
+        worker = threading.Thread(target=blocked)
+        worker.start()
+        worker.join(timeout=600)
+    assert len(errors) == 1
+    assert isinstance(errors[0], QueryLimitExceeded)
+    assert errors[0].limit == "time"
+
+
+def test_a_failed_warm_up_is_logged_and_raises_nothing(
+    big: Big, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = DatasetRuntime(EngineSettings(memory_limit="256MB", threads=1))
+    try:
+        wrong = replace(
+            big.version,
+            location=BlobLocation(big.version.location.store, big.version.location.key, bytes(32)),
+        )
+        monkeypatch.setattr(logging.getLogger("hvelv"), "propagate", True)  # to caplog
+        with caplog.at_level(logging.WARNING, logger="hvelv.datasets"):
+            future = runtime.warm("p1001", wrong)
+            assert future is not None
+            assert runtime.settle(timeout=600)
+        assert future.exception() is not None
+        (record,) = [r for r in caplog.records if r.name == "hvelv.datasets"]
+        assert "warm-up failed" in record.getMessage()
+        assert "visits@1" in record.getMessage()
+        # the engine is not harmed: the right key loads and queries
+        assert not runtime.engine("p1001").bases.cached(big.version.location.key)
+        assert runtime.warm("p1001", big.version) is not None
+        assert runtime.settle(timeout=600)
+        assert runtime.engine("p1001").bases.cached(big.version.location.key)
+    finally:
+        runtime.close()
+
+
+def test_limits_come_from_the_settings(tmp_path: Path) -> None:
+    from hvelv.config import load_settings
+
+    settings = load_settings(
+        home=tmp_path,
+        query_max_rows=500,
+        query_max_bytes=4096,
+        query_timeout_seconds=1.5,
+        query_page_max_rows=50,
+        query_memory_mb=256,
+        query_threads=3,
+        query_max_uses=2,
+        dataset_cache_mb=100,
+    )
+    runtime = DatasetRuntime.from_settings(settings)
+    assert runtime.limits == QueryLimits(max_rows=500, max_bytes=4096, timeout_s=1.5, page_rows=50)
+    engine = runtime.engine("p1001")
+    assert engine.settings.memory_limit == "256MB"
+    assert (engine.settings.threads, engine.settings.max_uses) == (3, 2)
+    assert engine.settings.base_cache_bytes == 100 << 20
+    con = engine.database("u").con
+    assert con.execute("SELECT current_setting('threads')").fetchall() == [(3,)]
+    runtime.close()
