@@ -61,6 +61,7 @@ from hvelv.consent.schemas import (
     ParticipantList,
     ParticipantOut,
     ParticipantSearch,
+    PeriodOut,
     ProxyCreate,
     ProxyOut,
     ReconsentCreate,
@@ -655,6 +656,9 @@ def decide(pid: Pid, body: DecisionIn, ctx: Ctx) -> DecisionOut:
         permit=decision.permit,
         reasons=list(decision.reasons),
         obligations=list(decision.obligations),
+        data_periods=None
+        if decision.data_periods is None
+        else [PeriodOut(start=p.start, end=p.end) for p in decision.data_periods],
         ledger_position=decision.ledger_position,
         at=at,
         log_id=entry.id,
