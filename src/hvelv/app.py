@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +9,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.concurrency import run_in_threadpool
 
 from hvelv import __version__, portal
 from hvelv.audit import api as audit_api
@@ -19,7 +16,6 @@ from hvelv.consent import api as consent_api
 from hvelv.consent import participant_api
 from hvelv.datasets import api as datasets_api
 from hvelv.files import api as files_api
-from hvelv.files import maintenance
 from hvelv.files.tus import TUS_RESPONSE_HEADERS
 from hvelv.health import router as health_router
 from hvelv.http import errors
@@ -27,6 +23,7 @@ from hvelv.http.context import ACTION_KEY
 from hvelv.http.middleware import EdgeMiddleware
 from hvelv.http.routing import check_routes
 from hvelv.identity import api as identity_api
+from hvelv.jobs import Scheduler
 from hvelv.platform import Platform
 from hvelv.projects import api as projects_api
 from hvelv.security.actions import ACTIONS, Action, Scope
@@ -45,29 +42,18 @@ decision allows or refuses it. Errors always have the shape
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Background housekeeping (expired uploads, trash purge) while the app runs."""
-    platform: Platform = app.state.platform
-    interval = platform.settings.maintenance_interval_seconds
-    task = asyncio.create_task(_maintain(platform, interval)) if interval else None
+    """Background jobs (files sweep, outbox, coming-of-age review) while the app runs."""
+    scheduler: Scheduler = app.state.scheduler
+    await scheduler.start()
     try:
         yield
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await scheduler.stop()
 
 
-async def _maintain(platform: Platform, interval: int) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await run_in_threadpool(maintenance.sweep, platform)
-        except Exception:  # keep serving; the next pass retries
-            log.exception("maintenance pass failed")
-
-
-def create_app(platform: Platform) -> FastAPI:
+def create_app(platform: Platform, *, scheduler: Scheduler | None = None) -> FastAPI:
+    """The application; ``scheduler`` (default: the built-in jobs on their intervals) runs
+    while the app's lifespan does."""
     app = FastAPI(
         lifespan=_lifespan,
         title="Hvelv API",
@@ -78,6 +64,7 @@ def create_app(platform: Platform) -> FastAPI:
         redoc_url=None,
     )
     app.state.platform = platform
+    app.state.scheduler = scheduler or Scheduler.for_platform(platform)
     errors.install(app)
     routers = (
         health_router,

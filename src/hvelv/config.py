@@ -27,6 +27,8 @@ from pydantic_settings import (
 from hvelv.storage.factory import StorageSettings
 
 CONFIG_FILE_ENV = "HVELV_CONFIG_FILE"
+MAX_JOB_INTERVAL = 30 * 24 * 3600
+MIN_JOB_INTERVAL = 0.1
 
 
 class ConfigError(Exception):
@@ -162,10 +164,31 @@ class Settings(BaseSettings):
     trash_retention_days: int = Field(
         default=30, ge=0, le=3650, description="Deleted files can be restored for this long."
     )
-    maintenance_interval_seconds: int = Field(
+    maintenance_interval_seconds: float = Field(
         default=600,
         ge=0,
+        le=MAX_JOB_INTERVAL,
         description="How often the server purges expired uploads and trash (0: never).",
+    )
+    outbox_interval_seconds: float = Field(
+        default=30,
+        ge=0,
+        le=MAX_JOB_INTERVAL,
+        description="How often the server sends queued notifications by SMTP (0: never).",
+    )
+    consent_review_interval_seconds: float = Field(
+        default=3600,
+        ge=0,
+        le=MAX_JOB_INTERVAL,
+        description="How often the server ends representations at the age of majority and "
+        "asks those participants to re-consent (0: never).",
+    )
+    jobs_start_delay_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="The first run of each background job comes this long after start "
+        "(or one interval, when shorter).",
     )
     consent_age_of_majority: int = Field(
         default=16,
@@ -265,6 +288,17 @@ class Settings(BaseSettings):
         for origin in value:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"origin {origin!r} must start with http:// or https://")
+        return value
+
+    @field_validator(
+        "maintenance_interval_seconds",
+        "outbox_interval_seconds",
+        "consent_review_interval_seconds",
+    )
+    @classmethod
+    def _job_interval(cls, value: float) -> float:
+        if 0 < value < MIN_JOB_INTERVAL:
+            raise ValueError(f"must be 0 (never) or at least {MIN_JOB_INTERVAL} seconds")
         return value
 
     @field_validator("lockout_max_seconds")

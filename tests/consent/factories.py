@@ -44,6 +44,10 @@ HASH_EN = "sha256:main-v1-en"
 HASH_V2 = "sha256:main-v2-nb"
 HASH_BIO = "sha256:bio-v1-nb"
 
+# data periods (the period of the data an item covers): ten years up to T0; from a year before T0
+DATA_FROM_2014 = Period(day(-3652), day(0))
+DATA_SINCE_2023 = Period(day(-365))
+
 MAIN_V1 = Template(
     version_id="main@1",
     template_id="main",
@@ -55,6 +59,7 @@ MAIN_V1 = Template(
             Purpose(Duo.DS, CANCER),
             frozenset({"analyse"}),
             modifiers=Modifiers(frozenset({Duo.PUB, Duo.COL})),
+            data_period=DATA_FROM_2014,
         ),
         Provision(
             "commercial-partner",
@@ -102,6 +107,7 @@ BIOBANK_V1 = Template(
             frozenset({"analyse", "store"}),
             frozenset({"biobank_sample"}),
             modifiers=Modifiers(frozenset({Duo.NPUNCU})),
+            data_period=DATA_SINCE_2023,
         ),
         Provision("no-t2d", Effect.DENY, Purpose(Duo.DS, T2D)),
     ),

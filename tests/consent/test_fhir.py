@@ -359,7 +359,11 @@ def test_round_trip_gives_the_same_decisions(
             template_lookup=templates.get,
             participant_birth_date=birth,
         )
-        assert (after.permit, after.obligations) == (before.permit, before.obligations), use
+        assert (after.permit, after.obligations, after.data_periods) == (
+            before.permit,
+            before.obligations,
+            before.data_periods,
+        ), use
         if before.permit:
             assert after.reasons == before.reasons
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hvelv import __version__
-from hvelv.cli import consent, datasets, files, local, notify, remote, serve
+from hvelv.cli import consent, datasets, files, jobs, local, notify, remote, serve
 
 app = typer.Typer(
     name="hvelv",
@@ -38,6 +38,7 @@ outbox_app = typer.Typer(help="The notification outbox.", no_args_is_help=True)
 outbox_app.command("send")(notify.outbox_send)
 outbox_app.command("show")(notify.outbox_show)
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(jobs.jobs_app, name="jobs")
 
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 config_app.command("show")(local.config_show)

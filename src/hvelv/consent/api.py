@@ -18,7 +18,16 @@ from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
-from hvelv.consent import access, decisions, enrolment, interop, issued, ledger, service
+from hvelv.consent import (
+    access,
+    decisions,
+    enrolment,
+    interop,
+    issued,
+    ledger,
+    review,
+    service,
+)
 from hvelv.consent.mapping import purpose_from_dict, use_from_dict
 from hvelv.consent.model import ActorKind, EventKind, Use, WithdrawalScope
 from hvelv.consent.models import (
@@ -52,6 +61,7 @@ from hvelv.consent.schemas import (
     ParticipantList,
     ParticipantOut,
     ParticipantSearch,
+    PeriodOut,
     ProxyCreate,
     ProxyOut,
     ReconsentCreate,
@@ -71,7 +81,6 @@ from hvelv.consent.schemas import (
 from hvelv.errors import Conflict, InvalidInput, NotFound
 from hvelv.http.context import Ctx, RequestContext
 from hvelv.http.routing import endpoint
-from hvelv.notify import outbox
 from hvelv.security.actions import Action
 from hvelv.text import IsoTime
 
@@ -571,40 +580,23 @@ def notify_reconsent(
     people: list[Participant],
 ) -> None:
     assert ctx.project is not None
-    secrets = _secrets(ctx)
-    by_id = {p.id: p for p in people}
-    for request in made:
-        p = by_id[request.participant_id]
-        email = enrolment.contact_of(secrets, p).get("email")
-        if email:
-            outbox.enqueue(
-                ctx.session,
-                ctx.platform.keyring,
-                project_id=ctx.pid,
-                kind="reconsent",
-                language=p.language,
-                to=email,
-                params={"project": ctx.project.name, "title": template.title},
-            )
+    review.notify_reconsent(ctx.session, ctx.platform.keyring, ctx.project, template, made, people)
 
 
 @endpoint(router, "POST", "/proxies/review", Action.CONSENT_PARTICIPANT_MANAGE)
 def review_proxies(pid: Pid, ctx: Ctx) -> ReviewOut:
     """End the representations of participants who have come of age, and ask each of them to
-    consent themselves (re-consent requests, e-mailed when possible). Run it daily."""
+    consent themselves (re-consent requests, e-mailed when possible). The server also runs this
+    review on a schedule (job ``consent.proxy_review``)."""
     assert ctx.project is not None
-    reviewed = service.review_representations(
+    reviewed = review.review_project(
         ctx.session,
         ctx.trail(),
-        ctx.pid,
+        ctx.platform.keyring,
+        ctx.project,
         today=dt.datetime.now(dt.UTC).date(),
         age_of_majority=_age(ctx),
     )
-    for item in reviewed:
-        for request in item.requests:
-            template = ctx.session.get(TemplateVersion, request.template_id)
-            assert template is not None
-            notify_reconsent(ctx, template, [request], [item.participant])
     ctx.commit()
     return ReviewOut(
         ended=[item.participant.pseudonym for item in reviewed],
@@ -664,6 +656,9 @@ def decide(pid: Pid, body: DecisionIn, ctx: Ctx) -> DecisionOut:
         permit=decision.permit,
         reasons=list(decision.reasons),
         obligations=list(decision.obligations),
+        data_periods=None
+        if decision.data_periods is None
+        else [PeriodOut(start=p.start, end=p.end) for p in decision.data_periods],
         ledger_position=decision.ledger_position,
         at=at,
         log_id=entry.id,

@@ -21,7 +21,8 @@ consent decision"); otherwise it denies and lists every rule that failed.
    Reasons ``deny.<version>/<item>``, ``consent.not_covered``.
 5. **Modifiers** of the matching permit item hold (:func:`hvelv.consent.duo.check_modifiers`);
    ``modifier.<CODE>.<version>/<item>``. PUB/COL/RTN of every permitting item come back as
-   obligations.
+   obligations, and their data periods as ``data_periods`` (the union; ``None`` — data of any
+   time — when some permitting item has none). A data period never decides permit or deny.
 
 How the ledger is read (the fold):
 
@@ -54,11 +55,13 @@ from hvelv.consent.model import (
     Decision,
     Effect,
     EventKind,
+    Period,
     ProjectApproval,
     Provision,
     Template,
     Use,
     WithdrawalScope,
+    merge_periods,
     require_aware,
 )
 from hvelv.consent.national_id import age_on
@@ -249,6 +252,7 @@ class Outcome:
     permit: bool
     reasons: tuple[str, ...]
     obligations: tuple[str, ...]
+    data_periods: tuple[Period, ...] | None = None
 
 
 def _approval_reasons(
@@ -306,6 +310,8 @@ def evaluate(
 
     permitting: list[str] = []
     obligations: set[str] = set()
+    data_periods: list[Period] = []
+    any_time = False
     modifier_failures: list[str] = []
     for c in valid:
         template = template_lookup(c.version_id)
@@ -326,12 +332,19 @@ def evaluate(
                 else:
                     permitting.append(label)
                     obligations.update(o.value for o in p.modifiers.obligations)
+                    if p.data_period is None:
+                        any_time = True
+                    else:
+                        data_periods.append(p.data_period)
     if valid and not permitting:
         reasons.extend(modifier_failures or ["consent.not_covered"])
     if reasons or not permitting:
         return Outcome(False, tuple(reasons), ())
     return Outcome(
-        True, tuple(f"permit.{label}" for label in permitting), tuple(sorted(obligations))
+        True,
+        tuple(f"permit.{label}" for label in permitting),
+        tuple(sorted(obligations)),
+        None if any_time else merge_periods(data_periods),
     )
 
 
@@ -374,4 +387,10 @@ def decide(
         diseases=diseases if diseases is not None else default_hierarchy(),
     )
     reasons = outcome.reasons if outcome.permit else outcome.reasons + folded.notes
-    return Decision(outcome.permit, reasons, outcome.obligations, folded.ledger_position)
+    return Decision(
+        outcome.permit,
+        reasons,
+        outcome.obligations,
+        folded.ledger_position,
+        outcome.data_periods,
+    )

@@ -303,6 +303,8 @@ def _provision(p: Provision, version: FhirVersion, diseases: DiseaseHierarchy) -
         out["type"] = p.effect.value
     if p.period is not None:
         out["period"] = _period(p.period.start, p.period.end)
+    if p.data_period is not None:
+        out["dataPeriod"] = _period(p.data_period.start, p.data_period.end)
     if p.actions:
         out["action"] = [_codeable(ACTION_SYSTEM, a) for a in sorted(p.actions)]
     out["purpose"] = [_duo_coding(p.purpose.code)]
@@ -578,12 +580,13 @@ _R5_PROVISION_KEYS = frozenset(
         "action",
         "resourceType",
         "period",
+        "dataPeriod",
         "provision",
         "id",
     }
 )
 _R4_PROVISION_KEYS = frozenset(
-    {"extension", "purpose", "action", "class", "period", "provision", "id", "type"}
+    {"extension", "purpose", "action", "class", "period", "dataPeriod", "provision", "id", "type"}
 )
 
 
@@ -722,6 +725,7 @@ def _to_provision(
             data_classes=frozenset() if "data-class" in empty else data_classes,
             period=_parse_period(fp.get("period"), f"{where}.period"),
             modifiers=_modifiers(fp, where),
+            data_period=_parse_period(fp.get("dataPeriod"), f"{where}.dataPeriod"),
         )
     except ValueError as exc:
         raise UnsupportedFhirConsent(f"{where}: {exc}") from None

@@ -36,6 +36,8 @@ __all__ = [
     "approval_to_dict",
     "duo_code",
     "event_from_row",
+    "period_from_dict",
+    "period_to_dict",
     "provision_from_dict",
     "provision_to_dict",
     "template_from_row",
@@ -94,18 +96,27 @@ def _set(values: Any) -> frozenset[str] | None:
     return None if values is None else frozenset(str(v) for v in values)
 
 
+def period_from_dict(data: dict[str, Any] | None) -> Period | None:
+    start = _time(data.get("start")) if data else None
+    return Period(start, _time(data.get("end"))) if data and start else None
+
+
+def period_to_dict(period: Period | None) -> dict[str, Any] | None:
+    return None if period is None else {"start": _iso(period.start), "end": _iso(period.end)}
+
+
 def provision_from_dict(data: dict[str, Any]) -> Provision:
-    """A stored item → :class:`Provision`; ``ValueError`` (plain message) when invalid."""
-    period = data.get("period")
+    """A stored item → :class:`Provision`; ``ValueError`` (plain message) when invalid. Items
+    stored before data periods existed have no ``data_period`` key: none."""
     mods = data.get("modifiers") or {}
-    start = _time(period.get("start")) if period else None
     return Provision(
         item_id=str(data["item_id"]),
         effect=Effect(data["effect"]),
         purpose=purpose_from_dict(data["purpose"]),
         actions=_set(data.get("actions")),
         data_classes=_set(data.get("data_classes")),
-        period=Period(start, _time(period.get("end"))) if period and start else None,
+        period=period_from_dict(data.get("period")),
+        data_period=period_from_dict(data.get("data_period")),
         modifiers=Modifiers(
             codes=frozenset(duo_code(c) for c in mods.get("codes", [])),
             time_limit=_time(mods.get("time_limit")),
@@ -125,9 +136,8 @@ def provision_to_dict(p: Provision, titles: dict[str, str] | None = None) -> dic
         "purpose": purpose_to_dict(p.purpose),
         "actions": None if p.actions is None else sorted(p.actions),
         "data_classes": None if p.data_classes is None else sorted(p.data_classes),
-        "period": None
-        if p.period is None
-        else {"start": _iso(p.period.start), "end": _iso(p.period.end)},
+        "period": period_to_dict(p.period),
+        "data_period": period_to_dict(p.data_period),
         "modifiers": {
             "codes": sorted(c.value for c in m.codes),
             "time_limit": _iso(m.time_limit),

@@ -9,7 +9,7 @@ construction and raises :class:`ValueError` with a plain message.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -28,6 +28,7 @@ __all__ = [
     "Template",
     "Use",
     "WithdrawalScope",
+    "merge_periods",
     "require_aware",
 ]
 
@@ -57,6 +58,23 @@ class Period:
         return self.start <= at and (self.end is None or at < self.end)
 
 
+def merge_periods(periods: Iterable[Period]) -> tuple[Period, ...]:
+    """The union of ``periods`` as sorted, disjoint periods; overlapping or adjacent ones are
+    joined (``[a, b)`` and ``[b, c)`` give ``[a, c)``), an open end absorbs what follows."""
+    merged: list[Period] = []
+    for p in sorted(periods, key=lambda p: p.start):
+        if merged:
+            last = merged[-1]
+            if last.end is None:
+                break
+            if p.start <= last.end:
+                end = None if p.end is None else max(last.end, p.end)
+                merged[-1] = Period(last.start, end)
+                continue
+        merged.append(p)
+    return tuple(merged)
+
+
 class Effect(StrEnum):
     """Whether a provision permits or denies what it describes."""
 
@@ -69,8 +87,12 @@ class Provision:
     """One item of a consent template.
 
     ``actions`` and ``data_classes`` name what the item is about; ``None`` means "any" and an
-    empty set means "none". ``period`` limits when the item is in force. Deny provisions carry no
-    modifiers: a deny applies whatever the requester, which keeps "deny wins" unambiguous.
+    empty set means "none". ``period`` limits when the item is in force. ``data_period`` (FHIR
+    ``Consent.provision.dataPeriod``) is the period of the *data* the item covers: it does not
+    decide whether a use is permitted, it comes back with the permit as a constraint on which
+    data the use may touch (``Decision.data_periods``). Deny provisions carry no modifiers and no
+    data period: a deny applies whatever the requester and whatever the data, which keeps "deny
+    wins" unambiguous.
 
     A *permit* item is in force only while the participant's latest choice for it is "yes". A
     *deny* item is in force whenever the consent it belongs to is (a participant cannot opt out of
@@ -84,12 +106,15 @@ class Provision:
     data_classes: frozenset[str] | None = None
     period: Period | None = None
     modifiers: Modifiers = field(default_factory=Modifiers)
+    data_period: Period | None = None
 
     def __post_init__(self) -> None:
         if not self.item_id:
             raise ValueError("Provision.item_id must not be empty")
         if self.effect is Effect.DENY and self.modifiers != Modifiers():
             raise ValueError("deny provisions carry no modifiers")
+        if self.effect is Effect.DENY and self.data_period is not None:
+            raise ValueError("deny provisions carry no data period")
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,10 +278,13 @@ class Decision:
     ``reasons`` explain a deny (every failed rule) or name the permitting items;
     ``obligations`` are DUO codes (PUB, COL, RTN) the requester must honour;
     ``ledger_position`` is the highest ``seq`` among the events the decision considered (0 when
-    there were none).
+    there were none); ``data_periods`` constrains a permit to data from these periods (sorted,
+    disjoint, merged: the union of the permitting items' data periods), ``None`` when the use may
+    touch data of any time (some permitting item has no data period) and always on a deny.
     """
 
     permit: bool
     reasons: tuple[str, ...]
     obligations: tuple[str, ...]
     ledger_position: int
+    data_periods: tuple[Period, ...] | None = None

@@ -160,6 +160,8 @@ def _consent_view(
                 purpose=item["purpose"],
                 actions=item["actions"],
                 data_classes=item["data_classes"],
+                period=item.get("period"),
+                data_period=item.get("data_period"),
                 granted=item["item_id"] in granted,
             )
             for item in row.items

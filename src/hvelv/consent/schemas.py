@@ -62,7 +62,12 @@ class ItemIn(Strict):
     purpose: PurposeIn
     actions: list[Word] | None = Field(default=None, max_length=20)
     data_classes: list[Word] | None = Field(default=None, max_length=20)
-    period: PeriodIn | None = None
+    period: PeriodIn | None = Field(default=None, description="When the item is in force")
+    data_period: PeriodIn | None = Field(
+        default=None,
+        description="The period of the data the item covers (FHIR provision.dataPeriod); "
+        "permit items only. Returned with a permit as data_periods.",
+    )
     modifiers: ModifiersIn = Field(default_factory=ModifiersIn)
     titles: dict[Lang, Annotated[Line, Field(max_length=300)]] = Field(default_factory=dict)
 
@@ -282,10 +287,19 @@ class DecisionIn(Strict):
     at: datetime | None = Field(default=None, description="Default: now (with a time zone)")
 
 
+class PeriodOut(BaseModel):
+    start: datetime
+    end: datetime | None
+
+
 class DecisionOut(BaseModel):
     permit: bool
     reasons: list[str]
     obligations: list[str]
+    data_periods: list[PeriodOut] | None = Field(
+        description="A permit covers only data from these periods (the permitting items' data "
+        "periods, merged); null: data of any time. Always null on a deny."
+    )
     ledger_position: int
     at: datetime
     log_id: int
@@ -375,6 +389,10 @@ class MyItem(BaseModel):
     purpose: dict[str, Any]
     actions: list[str] | None
     data_classes: list[str] | None
+    period: PeriodOut | None = Field(description="When the item is in force; null: always")
+    data_period: PeriodOut | None = Field(
+        description="The period of the data the item covers; null: data of any time"
+    )
     granted: bool
 
 
