@@ -93,6 +93,7 @@ def test_sign_in_give_change_and_download_the_receipt(portal: Portal, tmp_path: 
     expect(page.get_by_text("2 av 3 ja")).to_be_visible()
     portal.check(page, "overview-consented")
     page.get_by_role("link", name="Se og endre").click()
+    page.wait_for_url("**/portal/studies/*")
     portal.check(page, "study-consented")
     page.get_by_role(
         "button", name=re.compile(r"^Si nei til dette\W+Kobling med helseregistre$")
@@ -243,6 +244,7 @@ def test_a_reconsent_request_is_answered_and_declined(portal: Portal) -> None:
     expect(card).to_contain_text("Prosjektet ber om svar på «Samtykke, versjon 2»")
     portal.check(page, "overview-request")
     page.get_by_role("link", name="Svar på forespørselen").click()
+    page.wait_for_url("**/portal/requests/*")
     portal.check(page, "request")
     page.get_by_label("Helseforskning på dataene mine").check()
     page.get_by_role("button", name="Gi samtykke").click()
