@@ -4,6 +4,7 @@ and the `hvelv jobs` commands."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import threading
@@ -69,6 +70,27 @@ def test_a_job_runs_on_schedule_in_a_live_app(platform: Platform) -> None:
     # stopped with the app: no loop left, no run in progress
     assert not scheduler._tasks
     assert not scheduler._inflight
+
+
+def test_a_stop_on_one_event_loop_leaves_another_loops_jobs_alone(platform: Platform) -> None:
+    # One app object can be started by several event loops in turn (test clients run each
+    # lifespan on a loop of their own); a loop whose lifespan never stopped must not break the
+    # next one's stop, which awaited its tasks from the wrong loop before.
+    scheduler = Scheduler(platform, [Job("tick", 60, counting([]))], start_delay=60)
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(scheduler.start())  # never stopped
+        second = asyncio.new_event_loop()
+        try:
+            second.run_until_complete(scheduler.start())
+            second.run_until_complete(scheduler.stop())
+        finally:
+            second.close()
+        assert list(scheduler._tasks) == [first]
+        first.run_until_complete(scheduler.stop())
+        assert not scheduler._tasks
+    finally:
+        first.close()
 
 
 def test_a_failing_job_does_not_stop_the_others(platform: Platform) -> None:

@@ -208,8 +208,10 @@ class Scheduler:
         self.last: dict[str, JobRun] = {}
         self.runs: dict[str, int] = dict.fromkeys(names, 0)  # runs that got the lock
         self._running = {name: threading.Lock() for name in names}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._inflight: set[asyncio.Future[JobRun]] = set()
+        # per event loop: one app object may be started and stopped by several loops in turn
+        # (test clients run each lifespan on a loop of their own); each stop ends its own
+        self._tasks: dict[asyncio.AbstractEventLoop, list[asyncio.Task[None]]] = {}
+        self._inflight: dict[asyncio.AbstractEventLoop, set[asyncio.Future[JobRun]]] = {}
 
     @classmethod
     def for_platform(cls, platform: Platform, *, clock: Clock = _utcnow) -> Scheduler:
@@ -292,17 +294,19 @@ class Scheduler:
 
     async def start(self) -> None:
         """Start a loop per scheduled job (interval > 0) on the running event loop."""
+        tasks = self._tasks.setdefault(asyncio.get_running_loop(), [])
         for job in self.jobs.values():
             if job.interval > 0:
-                self._tasks.append(asyncio.create_task(self._loop(job), name=f"job:{job.name}"))
+                tasks.append(asyncio.create_task(self._loop(job), name=f"job:{job.name}"))
 
     async def _loop(self, job: Job) -> None:
         delay = min(job.interval, self.start_delay)
         while True:
             await asyncio.sleep(delay)
             future = asyncio.ensure_future(asyncio.to_thread(self.run_once, job.name))
-            self._inflight.add(future)
-            future.add_done_callback(self._inflight.discard)
+            inflight = self._inflight.setdefault(asyncio.get_running_loop(), set())
+            inflight.add(future)
+            future.add_done_callback(inflight.discard)
             try:
                 await asyncio.shield(future)
             except asyncio.CancelledError:
@@ -313,14 +317,16 @@ class Scheduler:
 
     async def stop(self) -> None:
         """Stop the loops and wait (a bounded time) for runs in progress to finish."""
-        for task in self._tasks:
+        loop = asyncio.get_running_loop()
+        tasks = self._tasks.pop(loop, [])
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks.clear()
-        if self._inflight:
-            _, pending = await asyncio.wait(set(self._inflight), timeout=STOP_WAIT_SECONDS)
+        inflight = self._inflight.pop(loop, set())
+        if inflight:
+            _, pending = await asyncio.wait(set(inflight), timeout=STOP_WAIT_SECONDS)
             if pending:
                 log.warning("jobs still running at shutdown", extra={"status": len(pending)})
 
