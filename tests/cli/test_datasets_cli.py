@@ -210,6 +210,9 @@ def test_delete_a_version_then_the_dataset(live: Live, tmp_path: Path) -> None:
     v2 = _versions(live, "cli_gone")[2]
     assert v2["deleted_at"] is not None
     assert v2["deletion_reason"] == "wrong file"
+    shown = " ".join(ok(live, "dataset", "show", "cli_gone").stdout.split())
+    assert "deleted at" in shown
+    assert ": wrong file (lineage only)" in shown
     refused(run(live, "dataset", "delete", "cli_gone", "-v", "2"), "already deleted")
     refused(run(live, "dataset", "delete", "cli_gone", "-v", "2", "--yes"), "version_deleted",
             "HTTP 409")  # fmt: skip

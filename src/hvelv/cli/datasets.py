@@ -292,6 +292,13 @@ def show(
             f"{', '.join(lineage['rules']) or '-'}",
             highlight=False,
         )
+        if v.get("deleted_at"):
+            why = f": {v['deletion_reason']}" if v.get("deletion_reason") else ""
+            console.print(
+                f"      deleted at {v['deleted_at']} by {v['deleted_by']}{why} (lineage only)",
+                highlight=False,
+            )
+            continue
         cols = ", ".join(f"{c['name']} {c['type']}" for c in v["columns"])
         console.print(f"      columns: {cols}", highlight=False)
 
