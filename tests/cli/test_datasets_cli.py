@@ -1,6 +1,6 @@
-"""`hvelv dataset create|list|show` and `hvelv query` against a live `hvelv serve`: a local CSV
-is uploaded (tus) and ingested, queried under consent, and a withdrawal recorded by staff shows
-in the next query."""
+"""`hvelv dataset create|list|show|delete` and `hvelv query` against a live `hvelv serve`: a
+local CSV is uploaded (tus) and ingested, queried under consent, and a withdrawal recorded by
+staff shows in the next query; versions and datasets are deleted after a confirmation."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
+from typer.testing import Result
 
-from tests.cli.test_files_cli import Live, _no_shell_settings, live, ok, refused, run
+from hvelv.cli.main import app
+from tests.cli.test_files_cli import Live, _no_shell_settings, live, ok, refused, run, runner
 from tests.consent.conftest import TEXTS
 from tests.support.participants import national_id
 
@@ -173,3 +175,73 @@ def test_create_by_streaming_a_windows_1252_file(live: Live, tmp_path: Path) -> 
         "--participant-column", "fnr", "--encoding", "utf8",
     )  # fmt: skip
     refused(bad, "not valid utf8")
+
+
+def _ask(live: Live, answer: str, *args: str) -> Result:
+    """Run a command that asks for confirmation, answering ``answer`` on its input."""
+    return runner.invoke(app, list(args), input=answer, env=live.env, catch_exceptions=False)
+
+
+def _versions(live: Live, name: str) -> dict[int, dict[str, Any]]:
+    return {v["version"]: v for v in _api(live, "GET", f"/datasets/{name}")["versions"]}
+
+
+def test_delete_a_version_then_the_dataset(live: Live, tmp_path: Path) -> None:
+    nids, _, _ = _consents(live, seed=7)
+    source = tmp_path / "cli_gone.csv"
+    source.write_text("national_id,score\n" + "".join(f"{nid},{n}\n" for n, nid in enumerate(nids)))
+    for _ in range(3):
+        ok(live, "dataset", "create", str(source), "--name", "cli_gone", "--stream",
+           "--participant-column", "national_id")  # fmt: skip
+
+    # asked first: "no", an empty answer and no answer at all delete nothing
+    for answer in ("n\n", "\n", ""):
+        kept = _ask(live, answer, "dataset", "delete", "cli_gone", "--version", "2")
+        assert kept.exit_code == 1, kept.output
+        assert "version 2 of dataset 'cli_gone'" in kept.stderr
+        assert "3 rows" in kept.stderr
+        assert "version 3 becomes current" in kept.stderr
+        assert "nothing deleted" in kept.stderr
+    assert all(v["deleted_at"] is None for v in _versions(live, "cli_gone").values())
+
+    done = _ask(live, "y\n", "dataset", "delete", "cli_gone", "-v", "2", "--reason", "wrong file")
+    assert done.exit_code == 0, done.output
+    assert "cli_gone: deleted version 2; current version now 3" in done.stdout
+    v2 = _versions(live, "cli_gone")[2]
+    assert v2["deleted_at"] is not None
+    assert v2["deletion_reason"] == "wrong file"
+    shown = " ".join(ok(live, "dataset", "show", "cli_gone").stdout.split())
+    assert "deleted at" in shown
+    assert ": wrong file (lineage only)" in shown
+    refused(run(live, "dataset", "delete", "cli_gone", "-v", "2"), "already deleted")
+    refused(run(live, "dataset", "delete", "cli_gone", "-v", "2", "--yes"), "version_deleted",
+            "HTTP 409")  # fmt: skip
+    refused(run(live, "dataset", "delete", "cli_gone", "-v", "9"), "does not exist")
+    assert all(v["deleted_at"] is None for n, v in _versions(live, "cli_gone").items() if n != 2)
+
+    # the whole dataset: the question names every version left
+    asked = _ask(live, "no\n", "dataset", "delete", "cli_gone")
+    assert asked.exit_code == 1
+    assert "versions 1, 3 (6 rows)" in " ".join(asked.stderr.split())
+    whole = json.loads(ok(live, "dataset", "delete", "cli_gone", "--yes", "--json").stdout)
+    assert whole == {"dataset": "cli_gone", "deleted_versions": [1, 3], "current_version": None}
+    listed = json.loads(ok(live, "dataset", "list", "--json").stdout)
+    assert "cli_gone" not in [d["name"] for d in listed]
+    refused(run(live, "dataset", "delete", "cli_gone", "--yes"), "dataset_not_found", "HTTP 404")
+    query = run(live, "query", "SELECT count(*) FROM cli_gone", "--purpose", HMB)
+    refused(query, "query_refused")
+
+
+def test_delete_refuses_what_is_not_a_dataset_name_or_reason(live: Live) -> None:
+    # a name with a slash would otherwise reach another route (".../visits/versions/1")
+    refused(run(live, "dataset", "delete", "visits/versions/1", "--yes"), "not a dataset name")
+    refused(run(live, "dataset", "delete", "Visits", "--yes"), "not a dataset name")
+    refused(run(live, "dataset", "delete", "visits", "--yes", "--reason", "a\nb"), "one non-empty")
+    refused(run(live, "dataset", "delete", "visits", "--yes", "--reason", "x" * 1001), "1,000")
+    bad_version = run(live, "dataset", "delete", "visits", "--version", "0", "--yes")
+    assert bad_version.exit_code == 2  # a usage error, before anything is sent
+    assert "--version" in bad_version.output
+    refused(run(live, "dataset", "delete", "no_such_thing"), "dataset_not_found", "HTTP 404")
+    help_text = " ".join(ok(live, "dataset", "delete", "--help").stdout.split())
+    for needle in ("--version", "--reason", "--yes", "--json", "cannot be undone"):
+        assert needle in help_text

@@ -192,6 +192,29 @@ def test_an_ingest_warms_the_engine_for_the_first_query(world: World) -> None:
     assert engine.bases.loads == 1  # the first query found the version decrypted
 
 
+def test_after_an_ingest_the_next_query_of_an_active_use_does_not_build(world: World) -> None:
+    """The warm-up builds the new version's working copy for the uses already reading the
+    dataset (here the member's): their next query finds it built and current."""
+    assert world.ingest("visits.csv", name="visits", participant_column="national_id").status_code
+    before = world.rows("SELECT count(*), sum(score) FROM visits")
+    runtime = world.platform.datasets
+    engine = runtime.engine(world.pid)
+    second = world.ingest("visits.csv", name="visits", participant_column="national_id")
+    assert second.status_code == 201, second.text
+    assert runtime.settle(timeout=600)
+    assert engine.warm_builds == 1
+    v2 = versions(world)[2]
+    (db,) = engine.databases()
+    copy = db.copies()[v2.storage_key]
+    assert (copy.dataset, copy.version, copy.stats) == ("visits", 2, {"builds": 1, "updates": 0})
+    assert versions(world)[1].storage_key not in db.copies()  # superseded, dropped
+    assert world.rows("SELECT count(*), sum(score) FROM visits") == before
+    assert copy.stats == {"builds": 1, "updates": 0}  # the query did not build
+    # another use (the data manager's) had never read visits: it builds at its first query
+    assert world.query("SELECT count(*) FROM visits", who="data_manager").status_code == 200
+    assert engine.warm_builds == 1
+
+
 def test_deleting_right_after_the_ingest_leaves_nothing_in_memory(world: World) -> None:
     """However the warm-up and the deletion interleave, nothing of the version stays."""
     assert world.ingest("visits.csv", name="visits", participant_column="national_id").status_code

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hvelv.datasets.errors import IngestError
-from hvelv.datasets.ingest import IngestReport, parse_type, write_jsonl
+from hvelv.datasets.ingest import IngestReport, _prepass, parse_type, write_jsonl
 from hvelv.datasets.keys import ParticipantKeys
 from hvelv.datasets.storage import read_table
 from hvelv.datasets.synthetic import Cohort
@@ -118,6 +118,21 @@ def test_bytes_that_are_neither_utf8_nor_windows_1252_are_refused(run_ingest: In
     # ... unless the encoding is given
     report = _run(run_ingest, b"a,b\n\x81\x8d,1\n", participant_column=None, encoding="latin-1")
     assert report.rows_loaded == 1
+
+
+def test_utf8_is_checked_across_the_blocks_of_the_hashing_pass() -> None:
+    """The pass reads 8 MiB blocks and skips decoding all-ASCII ones: a character split between
+    two blocks is still valid, and a truncated one before an all-ASCII block is still found."""
+    block = 8 << 20
+    head = b"a\n" + b"x" * (block - 4)  # one byte short of the block: "€" straddles it
+    whole = head + "€".encode() + b"\n" + b"y\n" * 1000
+    assert _prepass(io.BytesIO(whole), "csv", "auto").encoding == "utf8"
+    cut = head + b"x\xc3" + b"\n" + b"y\n" * 1000  # a lead byte, then an all-ASCII block
+    assert cut[block:].isascii()
+    assert _prepass(io.BytesIO(cut), "csv", "auto").encoding == "cp1252"
+    with pytest.raises(IngestError) as bad:
+        _prepass(io.BytesIO(cut), "csv", "utf8")
+    assert bad.value.details["byte"] == block - 1
 
 
 # -- delimiter and header ----------------------------------------------------------------------

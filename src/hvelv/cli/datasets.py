@@ -1,8 +1,9 @@
-"""Dataset commands: ``hvelv dataset create|list|show`` and ``hvelv query``."""
+"""Dataset commands: ``hvelv dataset create|list|show|delete`` and ``hvelv query``."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from enum import StrEnum
@@ -16,9 +17,12 @@ from hvelv.cli.client import raise_for
 from hvelv.cli.files import AreaName, JsonOpt, ProjectOpt, QuietOpt, _progress, _remote, file_errors
 from hvelv.cli.output import console, err_console, fail, print_json
 from hvelv.cli.transfer import LocalFile, TransferError, Uploader
+from hvelv.datasets.schemas import NAME_PATTERN
 from hvelv.files.paths import clean_path
 
-dataset_app = typer.Typer(help="Project datasets: ingest, list, show.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Project datasets: ingest, list, show, delete.", no_args_is_help=True
+)
 
 
 class OutFormat(StrEnum):
@@ -288,8 +292,102 @@ def show(
             f"{', '.join(lineage['rules']) or '-'}",
             highlight=False,
         )
+        if v.get("deleted_at"):
+            why = f": {v['deletion_reason']}" if v.get("deletion_reason") else ""
+            console.print(
+                f"      deleted at {v['deleted_at']} by {v['deleted_by']}{why} (lineage only)",
+                highlight=False,
+            )
+            continue
         cols = ", ".join(f"{c['name']} {c['type']}" for c in v["columns"])
         console.print(f"      columns: {cols}", highlight=False)
+
+
+@dataset_app.command("delete")
+@file_errors
+def delete(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    project: ProjectOpt = None,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version",
+            "-v",
+            min=1,
+            help="Delete only this version (default: the whole dataset, every version).",
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why (one line, at most 1,000 characters; audited)."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a dataset version, or a whole dataset: the encrypted data and its data key are
+    destroyed (cannot be undone); the version rows stay as lineage, the deletion is audited.
+    Asks first unless --yes."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise TransferError(f"{name!r} is not a dataset name (a-z, 0-9 and _, starting a-z)")
+    if reason is not None and (not reason.strip() or len(reason) > 1000 or "\n" in reason):
+        raise TransferError("--reason takes one non-empty line of at most 1,000 characters")
+    remote = _remote(project)
+    base = f"/v1/projects/{remote.pid}/datasets/{name}"
+    if not yes:
+        _confirm_deletion(remote.json("GET", base), remote.pid, version)
+    url = base if version is None else f"{base}/versions/{version}"
+    params = {} if reason is None else {"reason": reason}
+    data = remote.json("DELETE", url, params=params)
+    if as_json:
+        print_json(data)
+        return
+    numbers = ", ".join(str(n) for n in data["deleted_versions"]) or "none"
+    plural = "s" if len(data["deleted_versions"]) != 1 else ""
+    current = data["current_version"]
+    after = (
+        f"current version now {current}"
+        if current is not None
+        else "the dataset is gone (its name is free)"
+    )
+    console.print(f"{data['dataset']}: deleted version{plural} {numbers}; {after}", highlight=False)
+
+
+def _confirm_deletion(dataset: dict[str, Any], pid: str, version: int | None) -> None:
+    """Say what is about to be destroyed and ask; exits (nothing deleted) unless confirmed."""
+    name = dataset["name"]
+    live = [v for v in dataset.get("versions") or [] if v.get("deleted_at") is None]
+    if version is not None:
+        chosen = [v for v in live if v["version"] == version]
+        if not chosen:
+            gone = any(v["version"] == version for v in dataset.get("versions") or [])
+            state = "was already deleted" if gone else "does not exist"
+            raise TransferError(f"version {version} of {name!r} {state}; nothing deleted")
+        rest = [v["version"] for v in live if v["version"] != version]
+        what = f"version {version} of dataset {name!r} in {pid} ({chosen[0]['rows']:,} rows)"
+        then = (
+            f"version {max(rest)} becomes current"
+            if rest
+            else "it is the last version: the dataset goes with it"
+        )
+    else:
+        if not live:
+            raise TransferError(f"dataset {name!r} has no versions left; nothing deleted")
+        rows = sum(v["rows"] for v in live)
+        numbers = ", ".join(str(v["version"]) for v in live)
+        plural = "s" if len(live) != 1 else ""
+        what = f"dataset {name!r} in {pid}: version{plural} {numbers} ({rows:,} rows)"
+        then = "the dataset leaves listings and queries"
+    err_console.print(
+        f"Deleting {what} destroys the data and its key (cannot be undone; the lineage and the "
+        f"audit trail stay); {then}.",
+        highlight=False,
+    )
+    try:
+        confirmed = typer.confirm("Delete?", default=False, err=True)
+    except typer.Abort:  # no answer (end of input)
+        confirmed = False
+    if not confirmed:
+        fail("not confirmed; nothing deleted (--yes deletes without asking)")
 
 
 @file_errors

@@ -38,7 +38,7 @@ import contextlib
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
@@ -205,6 +205,11 @@ class BaseCache:
         with self._lock:
             return key in self._items
 
+    def gone(self, key: str) -> bool:
+        """Whether the version stored under ``key`` was deleted (:meth:`discard` ``gone``)."""
+        with self._lock:
+            return key in self._gone
+
     def _load(self, version: DatasetVersion) -> BaseTable:
         key = version.location.key
         try:
@@ -256,6 +261,8 @@ def _decrypt(version: DatasetVersion) -> BaseTable:
 class WorkingCopy:
     table: str
     view: str
+    dataset: str = ""  # the dataset's name and version number (what a warm-up looks for)
+    version: int = 0
     built: bool = False
     mask: npt.NDArray[np.bool_] | None = field(default=None, repr=False)
     generation: int = 0
@@ -274,6 +281,11 @@ class UseDatabase:
         self._rebuild = rebuild_fraction
         self._deadline: Deadline | None = None
         self.closed = False
+        #: the permits of the use's latest sync (over every participant key known then)
+        self.permits: Permits | None = None
+        #: a warm-up building a copy now: the version's storage key and its deadline (which a
+        #: query that does not read that version fires, to have the database at once)
+        self.warming: tuple[str, Deadline] | None = None
 
     def close(self) -> None:
         self.closed = True
@@ -284,12 +296,31 @@ class UseDatabase:
         copy = self._copies.get(version.location.key)
         if copy is None:
             n = next(self._ids)
-            copy = WorkingCopy(table=f"{RESERVED_PREFIX}_t{n}", view=f"{RESERVED_PREFIX}_v{n}")
+            copy = WorkingCopy(
+                table=f"{RESERVED_PREFIX}_t{n}",
+                view=f"{RESERVED_PREFIX}_v{n}",
+                dataset=version.name,
+                version=version.version,
+            )
             self._copies[version.location.key] = copy
         return copy.view
 
     def copy_of(self, version: DatasetVersion) -> WorkingCopy:
         return self._copies[version.location.key]
+
+    def copies(self) -> dict[str, WorkingCopy]:
+        """The working copies by storage key (a snapshot; hold :attr:`lock` to act on it)."""
+        return dict(self._copies)
+
+    def yield_to(self, needed: Collection[str]) -> bool:
+        """Interrupt a running warm-up build unless its version is in ``needed`` (the storage
+        keys a waiting query reads); True if one was interrupted. Its transaction is rolled
+        back, so the copy is then as before the warm-up (none)."""
+        warming = self.warming
+        if warming is None or warming[0] in needed:
+            return False
+        warming[1].fire()
+        return True
 
     def keys(self) -> set[str]:
         """The storage keys of the versions this database holds copies of."""
@@ -348,7 +379,9 @@ class UseDatabase:
         """
         with self.limited(deadline):
             try:
-                return self._sync(version, base, permits)
+                copy = self._sync(version, base, permits)
+                self.permits = permits
+                return copy
             except duckdb.Error:
                 if deadline is not None and deadline.fired:
                     raise deadline.exceeded() from None

@@ -51,6 +51,9 @@ class EngineSettings:
     rebuild_fraction: float = 0.05
     batch_rows: int = 65_536
     loader_threads: int = 1  # decrypting loads of versions running at once, per project
+    #: after an ingest, the working copies of at most this many uses already reading the
+    #: dataset are rebuilt for the new version (most recently used first; see QueryEngine.warm)
+    warm_uses: int = 4
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineSettings:
@@ -84,6 +87,12 @@ class Deadline:
 
     def __exit__(self, *exc: object) -> None:
         self.cancel()
+
+    def fire(self) -> None:
+        """Pass the deadline now: interrupt the watched statements (e.g. a warm-up build
+        that a query wants the database for)."""
+        self._timer.cancel()
+        self._fire()
 
     def _fire(self) -> None:
         with self._lock:

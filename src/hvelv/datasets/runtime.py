@@ -78,10 +78,12 @@ class DatasetRuntime:
 
     def warm(self, pid: str, version: DatasetVersion) -> Future[Any] | None:
         """Start decrypting a newly ingested version into this process's cache, in the
-        background, so the first query only builds its working copy. Never raises: a failure
-        is logged (the ingest it follows has succeeded regardless)."""
+        background, and then building its working copy for the uses already reading the
+        dataset (:meth:`QueryEngine.warm`), so that their next query finds it built and other
+        uses' first query only builds theirs. Never raises: a failure is logged (the ingest it
+        follows has succeeded regardless)."""
         try:
-            future: Future[Any] = self.engine(pid).bases.load(version)
+            future: Future[Any] = self.engine(pid).warm(version)
         except Exception as exc:
             _warm_failed(pid, version, exc)
             return None
@@ -94,6 +96,14 @@ class DatasetRuntime:
                 exc = None if f.cancelled() else f.exception()
                 if exc is not None:
                     _warm_failed(pid, version, exc)
+                elif not f.cancelled() and f.result():
+                    log.info(
+                        "dataset warm-up: %s %s: working copies of %d use(s) built",
+                        pid,
+                        version.ref,
+                        f.result(),
+                        extra={"event": "dataset.warmup"},
+                    )
             finally:
                 with self._lock:
                     self._warming.discard(settled)

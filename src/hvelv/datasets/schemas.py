@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hvelv.text import Line, RequestBody, Text
 
-DatasetName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+DatasetName = Annotated[str, Field(pattern=NAME_PATTERN)]
 ColumnName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Rule = Literal["year", "year_month", "postcode2", "age_band5"]
 TypeName = Annotated[
