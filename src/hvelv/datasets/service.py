@@ -399,17 +399,14 @@ def _delete_version(
         platform.store(store).delete(key)
     except Exception as exc:  # any store failure: nothing is marked, nothing is lost
         session.rollback()
-        platform.audit_now(
-            AuditRecord(
-                action="dataset.delete",
-                actor=trail.actor,
-                outcome=Outcome.FAILED,
-                project_id=pid,
-                target=target,
-                request_id=trail.request_id,
-                client=trail.client,
-                details={"reason": reason, "error": type(exc).__name__},
-            )
+        _audit_now(
+            platform,
+            trail,
+            "dataset.delete",
+            Outcome.FAILED,
+            pid,
+            target,
+            {"reason": reason, "error": type(exc).__name__},
         )
         raise StorageUnavailable(
             f"the stored object of {target.removeprefix('dataset:')} could not be deleted "
@@ -543,17 +540,14 @@ def ingest_source(
                 progress=progress,
             )
         except DatasetError as exc:
-            platform.audit_now(
-                AuditRecord(
-                    action="dataset.ingest",
-                    actor=trail.actor,
-                    outcome=Outcome.FAILED,
-                    project_id=pid,
-                    target=f"dataset:{spec.name}",
-                    request_id=trail.request_id,
-                    client=trail.client,
-                    details={"reason": exc.code, "file": file_id, **_counts(exc)},
-                )
+            _audit_now(
+                platform,
+                trail,
+                "dataset.ingest",
+                Outcome.FAILED,
+                pid,
+                f"dataset:{spec.name}",
+                {"reason": exc.code, "file": file_id, **_counts(exc)},
             )
             raise
         version = report.version
@@ -734,16 +728,46 @@ def _approved(project: Project, purpose: Purpose) -> bool:
 
 
 def _refused(platform: Platform, ctx: AuditContext, pid: str, reason: str, detail: str) -> None:
+    _audit_now(
+        platform,
+        ctx,
+        "dataset.query",
+        Outcome.DENIED,
+        pid,
+        None,
+        {"reason": reason, "refused": detail},
+    )
+
+
+class _Who(Protocol):
+    @property
+    def actor(self) -> str: ...
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def client(self) -> str | None: ...
+
+
+def _audit_now(
+    platform: Platform,
+    who: _Who,
+    action: str,
+    outcome: str,
+    pid: str,
+    target: str | None,
+    details: dict[str, Any],
+) -> None:
+    """Audit an outcome in a transaction of its own (the caller's is rolled back or absent)."""
     platform.audit_now(
         AuditRecord(
-            action="dataset.query",
-            actor=ctx.actor,
-            outcome=Outcome.DENIED,
+            action=action,
+            actor=who.actor,
+            outcome=outcome,
             project_id=pid,
-            target=None,
-            request_id=ctx.request_id,
-            client=ctx.client,
-            details={"reason": reason, "refused": detail},
+            target=target,
+            request_id=who.request_id,
+            client=who.client,
+            details=details,
         )
     )
 
