@@ -32,6 +32,11 @@ class OutFormat(StrEnum):
     ARROW = "arrow"
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (None: left to the server's default)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
 def _rules(values: list[str], option: str = "--generalise") -> dict[str, str]:
     rules: dict[str, str] = {}
     for value in values:
@@ -138,6 +143,13 @@ def create(
     """Ingest a file as a new version of a dataset (national ids become pseudonyms)."""
     remote = _remote(project)
     type_map = _rules(types or [], "--type")
+    reading: dict[str, Any] = {
+        "format": fmt,
+        "delimiter": delimiter,
+        "encoding": encoding,
+        "header": header,
+        "description": description,
+    }
     if stream:
         if remote_file:
             raise TransferError("--stream sends a local file; it cannot be used with --remote")
@@ -153,16 +165,7 @@ def create(
             "data_class": data_class,
             "personal_data": not no_personal_data,
         }
-        for key, value in (
-            ("participant_column", participant_column),
-            ("format", fmt),
-            ("delimiter", delimiter),
-            ("encoding", encoding),
-            ("header", header),
-            ("description", description),
-        ):
-            if value is not None:
-                params[key] = value
+        params.update(_given(participant_column=participant_column, **reading))
         size = local.stat().st_size
         with _progress(size, quiet, f"streaming {local.name}") as bar:
 
@@ -208,15 +211,7 @@ def create(
     }
     if type_map:
         body["types"] = type_map
-    for key, value in (
-        ("format", fmt),
-        ("delimiter", delimiter),
-        ("encoding", encoding),
-        ("header", header),
-        ("description", description),
-    ):
-        if value is not None:
-            body[key] = value
+    body.update(_given(**reading))
     url = f"/v1/projects/{remote.pid}/datasets"
     with err_console.status(f"ingesting {area.value}/{path} ...", spinner="dots"):
         response = remote.call("POST", url, json=body, timeout=None)
