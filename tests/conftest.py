@@ -184,3 +184,19 @@ def people(
     team["outsider"] = login(client, outsider)
     team["outsider"].extra["project"] = other
     return team
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package: browsers cannot be downloaded here
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One chromium for the whole session (the portal's pages, the browser tus clients)."""
+    if not Path(CHROMIUM).exists():
+        missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright  # only sessions with browser tests
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from hvelv.config import Settings
 from tests.files.support import TUS
@@ -29,20 +29,9 @@ from tests.support.backends import missing
 from tests.support.people import Person
 from tests.support.server import server_process
 
-CHROMIUM = "/usr/bin/chromium"
 JS = Path(__file__).resolve().parents[1] / "browser"
 MiB = 1024 * 1024
 SIZE = 3 * MiB + 12_345  # several chunks, segments and parts; ends mid-segment
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import select
 
 from hvelv.audit.trail import AuditTrail
@@ -29,11 +29,9 @@ from hvelv.platform import Platform
 from hvelv.portal import demo
 from hvelv.projects import service as projects
 from hvelv.security.actions import Role
-from tests.support.backends import missing
 from tests.support.people import Person, login, make_person
 from tests.support.server import server_process
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "portal"
 SIZES = ((360, 740), (1280, 800))
 LANGUAGES = ("nb", "en")
@@ -45,16 +43,6 @@ HMB_USE = {
 }
 
 _axe = Axe()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @dataclass
