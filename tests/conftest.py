@@ -189,9 +189,13 @@ def people(
 CHROMIUM = "/usr/bin/chromium"  # Debian's package: browsers cannot be downloaded here
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One chromium for the whole session (the portal's pages, the browser tus clients)."""
+    """Chromium for one test module (the portal's pages, the browser tus clients).
+
+    Module scope, not session: while Playwright's sync API is open it keeps an event loop
+    running in the main thread, and every later test that runs a loop of its own there
+    (``asyncio.run``, a second Playwright) would fail with "another loop is running"."""
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright  # only sessions with browser tests
