@@ -9,11 +9,12 @@ in through a proxy invitation acts as the proxy.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
+from sqlalchemy.orm import Session
 
+from hvelv.audit.trail import AuditTrail
 from hvelv.consent import access, decisions, issued, service
 from hvelv.consent.api import event_out, uses_out
 from hvelv.consent.model import ActorKind, EventKind, WithdrawalScope
@@ -61,14 +62,6 @@ def _me(ctx: RequestContext) -> Participant:
     if participant is None:
         raise NotFound("the participant is gone", code="participant_not_found")
     return participant
-
-
-def _acting(ctx: RequestContext, participant: Participant) -> service.Acting:
-    assert ctx.principal is not None
-    if ctx.principal.acting_for is None:
-        return service.PARTICIPANT
-    proxy = service.get_proxy(ctx.session, participant, ctx.principal.acting_for)
-    return service.Acting(ActorKind.PROXY, proxy)
 
 
 def _assurance(ctx: RequestContext) -> str:
@@ -225,56 +218,74 @@ def receipt(event_id: EventSeq, ctx: Ctx) -> dict[str, Any]:
     )
 
 
-@dataclass(frozen=True)
-class _AtState:
-    at: dt.datetime
-    cached: service.Cached
-
-
-def _cached(ctx: RequestContext, participant: Participant, at: dt.datetime) -> _AtState:
-    """The participant's state at ``at`` from the consent cache; its first query begins the
-    request's write transaction, so every row it sees is committed and no other writer can
-    append before this request commits."""
-    state, position, templates = ctx.platform.consent_cache.state_of(
-        ctx.session, participant.project_id, _age(ctx), participant.pseudonym, at
-    )
-    return _AtState(at, service.Cached(state, position, templates))
-
-
 def _record(
     ctx: RequestContext,
     participant: Participant,
     kind: EventKind,
     *,
-    template: TemplateVersion | None = None,
+    version_id: str | None = None,
+    template_key: str | None = None,
     language: str | None = None,
     choices: dict[str, bool] | None = None,
     scope: WithdrawalScope | None = None,
-    cached: _AtState | None = None,
 ) -> EventOut:
-    acting = _acting(ctx, participant)
-    if cached is None:
-        cached = _cached(ctx, participant, dt.datetime.now(dt.UTC))
-    if kind is EventKind.GIVEN and acting.proxy is not None:
-        kind = EventKind.PROXY_GIVEN
-    row = service.record_event(
-        ctx.session,
-        ctx.trail(),
-        participant,
-        kind=kind,
-        acting=acting,
-        channel="web",
-        assurance=_assurance(ctx),
-        template=template,
-        language=language,
-        choices=choices,
-        scope=scope,
-        age_of_majority=_age(ctx),
-        at=cached.at,
-        cached=cached.cached,
-    )
-    ctx.commit()
-    return event_out(row, f"/v1/participant/receipts/{row.seq}")
+    """Record one event through the group-commit writer (:meth:`RequestContext.write`); the
+    template is ``version_id``, or with ``template_key`` the version currently consented to.
+
+    The participant's state comes from the consent cache, refreshed inside the batch's write
+    transaction: it holds every committed row and those of the batch's earlier jobs, so no
+    other writer can append between the check and the append."""
+    assert ctx.principal is not None
+    acting_for = ctx.principal.acting_for
+    assurance = _assurance(ctx)
+    age = _age(ctx)
+    cache = ctx.platform.consent_cache
+    pid = participant.project_id
+
+    def work(session: Session, trail: AuditTrail) -> EventOut:
+        at = dt.datetime.now(dt.UTC)
+        state, position, templates = cache.state_of(session, pid, age, participant.pseudonym, at)
+        wanted = version_id
+        if template_key is not None:
+            current = next((c for c in state.consents if c.template_id == template_key), None)
+            if current is None:
+                raise Conflict(
+                    "there is no consent to this template to change",
+                    code="consent_no_consent_to_change",
+                )
+            wanted = current.version_id
+        template = None
+        if wanted is not None:
+            template = cache.published_row(pid, wanted) or service.get_version_by_id(
+                session, pid, wanted
+            )
+        acting = service.PARTICIPANT
+        if acting_for is not None:
+            acting = service.Acting(
+                ActorKind.PROXY, service.get_proxy(session, participant, acting_for)
+            )
+        event_kind = kind
+        if kind is EventKind.GIVEN and acting.proxy is not None:
+            event_kind = EventKind.PROXY_GIVEN
+        row = service.record_event(
+            session,
+            trail,
+            participant,
+            kind=event_kind,
+            acting=acting,
+            channel="web",
+            assurance=assurance,
+            template=template,
+            language=language,
+            choices=choices,
+            scope=scope,
+            age_of_majority=age,
+            at=at,
+            cached=service.Cached(state, position, templates),
+        )
+        return event_out(row, f"/v1/participant/receipts/{row.seq}")
+
+    return ctx.write(work)
 
 
 @endpoint(
@@ -282,13 +293,11 @@ def _record(
 )
 def give(body: GiveIn, ctx: Ctx) -> EventOut:
     """Consent to a template version, with a yes/no per item (unanswered items are no)."""
-    participant = _me(ctx)
-    template = service.get_version_by_id(ctx.session, participant.project_id, body.template_version)
     return _record(
         ctx,
-        participant,
+        _me(ctx),
         EventKind.GIVEN,
-        template=template,
+        version_id=body.template_version,
         language=body.language,
         choices=body.choices,
     )
@@ -303,21 +312,12 @@ def give(body: GiveIn, ctx: Ctx) -> EventOut:
 )
 def choose_item(template_id: TemplateKey, item_id: ItemKey, body: ItemChoice, ctx: Ctx) -> EventOut:
     """Grant (``true``) or withdraw (``false``) one item: the same single step either way."""
-    participant = _me(ctx)
-    cached = _cached(ctx, participant, dt.datetime.now(dt.UTC))
-    current = next((c for c in cached.cached.state.consents if c.template_id == template_id), None)
-    if current is None:
-        raise Conflict(
-            "there is no consent to this template to change", code="consent_no_consent_to_change"
-        )
-    template = service.get_version_by_id(ctx.session, participant.project_id, current.version_id)
     return _record(
         ctx,
-        participant,
+        _me(ctx),
         EventKind.CHANGED,
-        template=template,
+        template_key=template_id,
         choices={item_id: body.granted},
-        cached=cached,
     )
 
 
@@ -370,7 +370,7 @@ def answer(request_id: RequestId, body: AnswerIn, ctx: Ctx) -> RequestOut:
             ctx,
             participant,
             EventKind.GIVEN,
-            template=row,
+            version_id=row.version_id,
             language=body.language,
             choices=body.choices,
         )
