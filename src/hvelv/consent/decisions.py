@@ -216,6 +216,27 @@ class ConsentCache:
             state, position = index.state_at(pseudonym, at)
             return state, position, dict(entry.templates)
 
+    def appended(self, session: Session, pid: str, rows: list[ConsentEventRow]) -> None:
+        """Apply events the caller just appended in a group-commit batch (the batch's next
+        refresh then has nothing to read); outside a batch this does nothing, as the rows may
+        not commit. A rolled-back job or batch drops the index (see the class doc)."""
+        if not batch.in_batch(session) or not rows:
+            return
+        entry = self._locked_entry(pid)
+        if entry is None:
+            return
+        try:
+            batch.watch(session, (_WATCH_KEY, id(self), pid), lambda: _BatchWatch(self, pid))
+            if entry.last_seq != rows[0].seq - 1 or any(
+                r.participant_id not in entry.names for r in rows
+            ):
+                return  # not contiguous: the next refresh reads them
+            for r in rows:
+                entry.live.apply(event_from_row(r, entry.names[r.participant_id]))
+                entry.last_seq = r.seq
+        finally:
+            entry.lock.release()
+
     def published_row(self, pid: str, version_id: str) -> TemplateVersion | None:
         """A published template version of the project as of the last refresh (detached; read
         its attributes only), or None when it is not known here."""

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from hvelv.audit.ledger import GENESIS, canonical, chain_hash, format_ts
 from hvelv.consent.models import ConsentEventRow
+from hvelv.db import batch
 
 __all__ = ["CHANNELS", "IDENTITY_ASSURANCE", "ChainBroken", "NewEvent", "append", "verify"]
 
@@ -90,8 +91,12 @@ def append(session: Session, pid: str, events: Sequence[NewEvent]) -> list[Conse
     returned objects carry the stored values but are not in the session."""
     session.flush()
     connection = session.connection()
-    row = connection.execute(_HEAD, {"pid": pid}).first()
-    seq, prev = (0, GENESIS) if row is None else (int(row.seq), bytes(row.hash))
+    heads = batch.watch(session, _BATCH_KEY, _Heads)
+    known = None if heads is None else heads.get(session, pid)
+    if known is None:
+        row = connection.execute(_HEAD, {"pid": pid}).first()
+        known = (0, GENESIS) if row is None else (int(row.seq), bytes(row.hash))
+    seq, prev = known
     values: list[dict[str, Any]] = []
     for e in events:
         seq += 1
@@ -122,7 +127,39 @@ def append(session: Session, pid: str, events: Sequence[NewEvent]) -> list[Conse
         prev = digest
     if values:
         connection.execute(_INSERT, values)
+        if heads is not None:
+            heads.heads[pid] = (seq, prev)
     return [ConsentEventRow(**v) for v in values]
+
+
+_BATCH_KEY = "hvelv-consent-ledger"
+
+
+class _Heads:
+    """Each project's ledger head as appended by a group-commit batch (a
+    :class:`hvelv.db.batch.Watcher`): the batch holds the write lock, so after its first append
+    to a project the head is known without a query; a rolled-back job takes its heads along."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, tuple[int, bytes]] = {}
+        self.job = 0
+        self.mark: dict[str, tuple[int, bytes]] = {}
+
+    def get(self, session: Session, pid: str) -> tuple[int, bytes] | None:
+        job = batch.current_job(session)
+        if job != self.job:
+            self.job, self.mark = job, dict(self.heads)
+        return self.heads.get(pid)
+
+    def job_failed(self, session: Session) -> None:
+        if self.job == batch.current_job(session):
+            self.heads, self.job = self.mark, 0
+
+    def before_commit(self, session: Session) -> None:
+        pass
+
+    def after_commit(self, committed: bool) -> None:
+        self.heads = {}
 
 
 def verify(session: Session, pid: str) -> int:

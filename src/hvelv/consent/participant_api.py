@@ -9,16 +9,23 @@ in through a proxy invitation acts as the proxy.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from hvelv.audit.trail import AuditTrail
 from hvelv.consent import access, decisions, issued, service
 from hvelv.consent.api import event_out, uses_out
 from hvelv.consent.model import ActorKind, EventKind, WithdrawalScope
-from hvelv.consent.models import Participant, ReconsentRequest, TemplateVersion
+from hvelv.consent.models import (
+    Participant,
+    ParticipantSession,
+    ReconsentRequest,
+    TemplateVersion,
+)
 from hvelv.consent.schemas import (
     AnswerIn,
     CodeSentOut,
@@ -218,9 +225,31 @@ def receipt(event_id: EventSeq, ctx: Ctx) -> dict[str, Any]:
     )
 
 
-def _record(
+async def _signed_in(ctx: RequestContext) -> tuple[Participant, str]:
+    """The participant and the session's identity assurance, from the objects authentication
+    kept (no I/O on the event loop), else looked up in the threadpool."""
+    assert ctx.principal is not None
+    participant = next(
+        (o for o in ctx.loaded if isinstance(o, Participant) and o.id == int(ctx.principal.id)),
+        None,
+    )
+    opened = next(
+        (
+            o
+            for o in ctx.loaded
+            if isinstance(o, ParticipantSession) and o.id == ctx.principal.session_id
+        ),
+        None,
+    )
+    if participant is None or opened is None:
+        return await run_in_threadpool(lambda: (_me(ctx), _assurance(ctx)))
+    return participant, opened.assurance
+
+
+def _change(
     ctx: RequestContext,
     participant: Participant,
+    assurance: str,
     kind: EventKind,
     *,
     version_id: str | None = None,
@@ -228,8 +257,8 @@ def _record(
     language: str | None = None,
     choices: dict[str, bool] | None = None,
     scope: WithdrawalScope | None = None,
-) -> EventOut:
-    """Record one event through the group-commit writer (:meth:`RequestContext.write`); the
+) -> Callable[[Session, AuditTrail], EventOut]:
+    """The write job of one consent event, for :meth:`RequestContext.write` (group commit); the
     template is ``version_id``, or with ``template_key`` the version currently consented to.
 
     The participant's state comes from the consent cache, refreshed inside the batch's write
@@ -237,7 +266,6 @@ def _record(
     other writer can append between the check and the append."""
     assert ctx.principal is not None
     acting_for = ctx.principal.acting_for
-    assurance = _assurance(ctx)
     age = _age(ctx)
     cache = ctx.platform.consent_cache
     pid = participant.project_id
@@ -283,23 +311,28 @@ def _record(
             at=at,
             cached=service.Cached(state, position, templates),
         )
+        cache.appended(session, pid, [row])
         return event_out(row, f"/v1/participant/receipts/{row.seq}")
 
-    return ctx.write(work)
+    return work
 
 
 @endpoint(
     router, "POST", "/consents", Action.PARTICIPANT_CONSENT, status_code=201, errors=_CONFLICT
 )
-def give(body: GiveIn, ctx: Ctx) -> EventOut:
+async def give(body: GiveIn, ctx: Ctx) -> EventOut:
     """Consent to a template version, with a yes/no per item (unanswered items are no)."""
-    return _record(
-        ctx,
-        _me(ctx),
-        EventKind.GIVEN,
-        version_id=body.template_version,
-        language=body.language,
-        choices=body.choices,
+    participant, assurance = await _signed_in(ctx)
+    return await ctx.awrite(
+        _change(
+            ctx,
+            participant,
+            assurance,
+            EventKind.GIVEN,
+            version_id=body.template_version,
+            language=body.language,
+            choices=body.choices,
+        )
     )
 
 
@@ -310,22 +343,30 @@ def give(body: GiveIn, ctx: Ctx) -> EventOut:
     Action.PARTICIPANT_CONSENT,
     errors=_CONFLICT,
 )
-def choose_item(template_id: TemplateKey, item_id: ItemKey, body: ItemChoice, ctx: Ctx) -> EventOut:
+async def choose_item(
+    template_id: TemplateKey, item_id: ItemKey, body: ItemChoice, ctx: Ctx
+) -> EventOut:
     """Grant (``true``) or withdraw (``false``) one item: the same single step either way."""
-    return _record(
-        ctx,
-        _me(ctx),
-        EventKind.CHANGED,
-        template_key=template_id,
-        choices={item_id: body.granted},
+    participant, assurance = await _signed_in(ctx)
+    return await ctx.awrite(
+        _change(
+            ctx,
+            participant,
+            assurance,
+            EventKind.CHANGED,
+            template_key=template_id,
+            choices={item_id: body.granted},
+        )
     )
 
 
 @endpoint(router, "POST", "/withdraw", Action.PARTICIPANT_CONSENT, status_code=201)
-def withdraw(body: WithdrawIn, ctx: Ctx) -> EventOut:
+async def withdraw(body: WithdrawIn, ctx: Ctx) -> EventOut:
     """Withdraw all consent: stop use, or also delete data / destroy samples (30-day tasks)."""
-    participant = _me(ctx)
-    return _record(ctx, participant, EventKind.WITHDRAWN, scope=WithdrawalScope(body.scope))
+    participant, assurance = await _signed_in(ctx)
+    return await ctx.awrite(
+        _change(ctx, participant, assurance, EventKind.WITHDRAWN, scope=WithdrawalScope(body.scope))
+    )
 
 
 def _request_out(request: ReconsentRequest, row: TemplateVersion) -> RequestOut:
@@ -366,13 +407,16 @@ def answer(request_id: RequestId, body: AnswerIn, ctx: Ctx) -> RequestOut:
         service.decline_request(ctx.session, ctx.trail(), participant, request_id)
         ctx.commit()
     else:
-        _record(
-            ctx,
-            participant,
-            EventKind.GIVEN,
-            version_id=row.version_id,
-            language=body.language,
-            choices=body.choices,
+        ctx.write(
+            _change(
+                ctx,
+                participant,
+                _assurance(ctx),
+                EventKind.GIVEN,
+                version_id=row.version_id,
+                language=body.language,
+                choices=body.choices,
+            )
         )
     ctx.session.refresh(request)
     return _request_out(request, row)

@@ -6,6 +6,7 @@ the action from the matched route, so a handler cannot forget to authorize.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,12 +109,24 @@ class RequestContext:
             result = work(self._session, self.trail())
             self.commit()
             return result
-        return self.platform.batch.run(
-            lambda session: work(
-                session,
-                AuditTrail(session, self.platform.ledger, self.actor, self.request_id, self.client),
+        return self.platform.batch.run(self._job(work))
+
+    async def awrite(self, work: Callable[[Session, AuditTrail], T]) -> T:
+        """:meth:`write` for async handlers: waits for the batch without holding a thread.
+        The handler must not do I/O on the event loop before (objects kept by authentication
+        are in ``loaded``)."""
+        if self._session is not None and self._session.in_transaction():
+            return await run_in_threadpool(self.write, work)
+        return await asyncio.wrap_future(self.platform.batch.submit(self._job(work)))
+
+    def _job(self, work: Callable[[Session, AuditTrail], T]) -> Callable[[Session], T]:
+        def job(session: Session) -> T:
+            trail = AuditTrail(
+                session, self.platform.ledger, self.actor, self.request_id, self.client
             )
-        )
+            return work(session, trail)
+
+        return job
 
     def close(self) -> None:
         if self._session is not None:
