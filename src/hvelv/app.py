@@ -66,15 +66,18 @@ def create_app(platform: Platform, *, scheduler: Scheduler | None = None) -> Fas
     app.state.platform = platform
     app.state.scheduler = scheduler or Scheduler.for_platform(platform)
     errors.install(app)
+    # FastAPI matches a request against the routes in order, router by router; the busiest
+    # routes (health checks, participants' consent changes) come first. Their prefixes are
+    # disjoint from the others', so the order changes nothing else.
     routers = (
         health_router,
+        participant_api.router,
         identity_api.router,
         projects_api.router,
         files_api.router,
         audit_api.router,
         consent_api.router,
         datasets_api.router,
-        participant_api.router,
     )
     for router in routers:
         app.include_router(router)

@@ -16,6 +16,7 @@ from hvelv.consent.decisions import ConsentCache
 from hvelv.crypto.keyring import Keyring, load_keyring
 from hvelv.datasets.runtime import DatasetRuntime
 from hvelv.db import migrate
+from hvelv.db.batch import BatchWriter
 from hvelv.db.engine import Database
 from hvelv.security.tokens import TokenSigner
 from hvelv.storage.base import BlobStore
@@ -38,6 +39,17 @@ class Platform:
     consent_cache: ConsentCache = field(default_factory=ConsentCache)
     # per-process query engines and participant key registries of datasets (also rebuilt)
     datasets: DatasetRuntime = field(default_factory=DatasetRuntime)
+    # the process's group-commit writer (hvelv.db.batch); its thread starts with its first job
+    writes: BatchWriter | None = None
+
+    def __post_init__(self) -> None:
+        if self.writes is None:
+            self.writes = BatchWriter(self.db)
+
+    @property
+    def batch(self) -> BatchWriter:
+        assert self.writes is not None
+        return self.writes
 
     @classmethod
     def open(cls, settings: Settings, *, check_schema: bool = True) -> Platform:
@@ -92,5 +104,6 @@ class Platform:
             return work(AuditTrail(session, self.ledger, actor))
 
     def close(self) -> None:
+        self.batch.close()
         self.datasets.close()
         self.db.dispose()

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from hvelv.audit import merkle
 from hvelv.audit.models import AuditCheckpoint, AuditEvent, AuditHead
+from hvelv.db import batch
 
 GENESIS = bytes(32)
 
@@ -91,6 +92,58 @@ def head_message(seq: int, digest: bytes) -> bytes:
     return canonical({"type": "hvelv-audit-head-v1", "seq": seq, "hash": digest.hex()})
 
 
+@dataclass
+class _Tail:
+    """The chain's end while appending: position, hash, Merkle frontier, rows not yet written."""
+
+    seq: int
+    hash: bytes
+    frontier: merkle.Frontier
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+
+    def copy(self) -> _Tail:
+        return _Tail(
+            self.seq, self.hash, list(self.frontier), list(self.rows), list(self.checkpoints)
+        )
+
+
+_BATCH_KEY = "hvelv-audit-ledger"
+
+
+class _Pending:
+    """The audit events of one group-commit batch (a :class:`hvelv.db.batch.Watcher`): the head
+    is read once, every job's events are chained in memory, and the rows, checkpoints and one
+    signed head are written before the batch commits."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.tail: _Tail | None = None
+        self.job = 0
+        self.mark: _Tail | None = None  # the tail before the current job's first event
+
+    def append(self, session: Session, records: Sequence[AuditRecord]) -> list[int]:
+        if self.tail is None:
+            head = self.ledger._lock_head(session)
+            self.tail = _Tail(head.seq, head.hash, merkle.loads(head.frontier))
+            session.expire(head)
+        job = batch.current_job(session)
+        if job != self.job:
+            self.job, self.mark = job, self.tail.copy()
+        return self.ledger._extend(self.tail, records)
+
+    def job_failed(self, session: Session) -> None:
+        if self.job == batch.current_job(session):
+            self.tail, self.job, self.mark = self.mark, 0, None
+
+    def before_commit(self, session: Session) -> None:
+        if self.tail is not None:
+            self.ledger._write(session, self.tail)
+
+    def after_commit(self, committed: bool) -> None:
+        self.tail = self.mark = None
+
+
 class Ledger:
     def __init__(
         self, signing_key: Ed25519PrivateKey, key_id: str, checkpoint_interval: int
@@ -100,25 +153,40 @@ class Ledger:
         self.checkpoint_interval = checkpoint_interval
 
     def append(self, session: Session, records: Sequence[AuditRecord]) -> list[int]:
-        """Append events in the session's transaction; returns their sequence numbers."""
+        """Append events in the session's transaction; returns their sequence numbers.
+
+        In a group-commit batch (:mod:`hvelv.db.batch`) the events of all its jobs are chained
+        in memory and written at the end with one head update and one signature; a job that
+        is rolled back takes its events with it."""
         if not records:
             return []
+        pending = batch.watch(session, _BATCH_KEY, lambda: _Pending(self))
+        if pending is not None:
+            return pending.append(session, records)
+        head = self._lock_head(session)
+        tail = _Tail(head.seq, head.hash, merkle.loads(head.frontier))
+        seqs = self._extend(tail, records)
+        self._write(session, tail)
+        session.expire(head)
+        return seqs
+
+    def _lock_head(self, session: Session) -> AuditHead:
         lock = select(AuditHead).where(AuditHead.id == 1)
         if session.get_bind().dialect.name != "sqlite":
             lock = lock.with_for_update()
-        head = session.execute(lock).scalar_one()
-        seq, prev = head.seq, head.hash
-        frontier = merkle.loads(head.frontier)
+        return session.execute(lock).scalar_one()
+
+    def _extend(self, tail: _Tail, records: Sequence[AuditRecord]) -> list[int]:
+        """Chain ``records`` after ``tail`` in memory (rows and checkpoints to write)."""
         ts = format_ts(datetime.now(UTC))
-        rows: list[dict[str, Any]] = []
-        checkpoints: list[dict[str, Any]] = []
+        seqs: list[int] = []
         for record in records:
-            seq += 1
-            body = canonical(event_body(seq, ts, record))
-            digest = chain_hash(prev, body)
-            rows.append(
+            tail.seq += 1
+            body = canonical(event_body(tail.seq, ts, record))
+            digest = chain_hash(tail.hash, body)
+            tail.rows.append(
                 {
-                    "seq": seq,
+                    "seq": tail.seq,
                     "ts": ts,
                     "actor": record.actor,
                     "action": record.action,
@@ -126,30 +194,36 @@ class Ledger:
                     "target": record.target,
                     "outcome": record.outcome,
                     "body": body,
-                    "prev_hash": prev,
+                    "prev_hash": tail.hash,
                     "hash": digest,
                 }
             )
-            merkle.push(frontier, digest)
-            if seq % self.checkpoint_interval == 0:
-                checkpoints.append(self._checkpoint(seq, merkle.root(frontier), digest, ts))
-            prev = digest
-        session.execute(insert(AuditEvent), rows)
-        if checkpoints:
-            session.execute(insert(AuditCheckpoint), checkpoints)
+            merkle.push(tail.frontier, digest)
+            if tail.seq % self.checkpoint_interval == 0:
+                tail.checkpoints.append(
+                    self._checkpoint(tail.seq, merkle.root(tail.frontier), digest, ts)
+                )
+            tail.hash = digest
+            seqs.append(tail.seq)
+        return seqs
+
+    def _write(self, session: Session, tail: _Tail) -> None:
+        if not tail.rows:
+            return
+        session.execute(insert(AuditEvent), tail.rows)
+        if tail.checkpoints:
+            session.execute(insert(AuditCheckpoint), tail.checkpoints)
         session.execute(
             update(AuditHead)
             .where(AuditHead.id == 1)
             .values(
-                seq=seq,
-                hash=prev,
-                frontier=merkle.dumps(frontier),
+                seq=tail.seq,
+                hash=tail.hash,
+                frontier=merkle.dumps(tail.frontier),
                 key_id=self._key_id,
-                signature=self._key.sign(head_message(seq, prev)),
+                signature=self._key.sign(head_message(tail.seq, tail.hash)),
             )
         )
-        session.expire(head)
-        return [r["seq"] for r in rows]
 
     def record(self, session: Session, record: AuditRecord) -> int:
         return self.append(session, [record])[0]

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import String, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from hvelv.audit.trail import AuditTrail
@@ -39,6 +39,7 @@ from hvelv.consent.model import Decision, Template, Use
 from hvelv.consent.models import ConsentEventRow, DecisionLogEntry, Participant, TemplateVersion
 from hvelv.consent.service import events_of, published_templates
 from hvelv.consent.snapshot import ConsentIndex, Snapshot
+from hvelv.db import batch
 from hvelv.projects.models import Project
 
 #: decision log kinds that hold a bulk snapshot (recomputed per participant by relied_on)
@@ -71,7 +72,10 @@ class _ProjectIndex:
     last_participant: int = 0
     names: dict[int, str] = field(default_factory=dict)
     template_rows: set[int] = field(default_factory=set)
+    # the published versions' rows, detached (immutable once published)
+    rows: dict[str, TemplateVersion] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    dropped: bool = False  # forgotten while a thread waited for its lock
 
     def __post_init__(self) -> None:
         self.index = ConsentIndex(
@@ -84,36 +88,33 @@ class _ProjectIndex:
         return self.index
 
     def refresh(self, session: Session, pid: str) -> None:
-        """Catch up with the rows committed since the last refresh."""
-        published = set(
-            session.execute(
-                select(TemplateVersion.id).where(
-                    TemplateVersion.project_id == pid, TemplateVersion.status == "published"
-                )
-            ).scalars()
-        )
-        if published - self.template_rows:  # load only versions published since (immutable)
+        """Catch up with the rows committed since the last refresh: one probe query (the
+        newest event, participant and the count of published versions), then only what is
+        new. Statements are built once (Core, bound parameters)."""
+        connection = session.connection()
+        last_seq, last_participant, published = connection.execute(_PROBE, {"pid": pid}).one()
+        if published != len(self.template_rows):  # load versions published since (immutable)
+            ids = set(connection.execute(_PUBLISHED, {"pid": pid}).scalars())
             for row in session.execute(
                 select(TemplateVersion).where(
-                    TemplateVersion.id.in_(sorted(published - self.template_rows))
+                    TemplateVersion.id.in_(sorted(ids - self.template_rows))
                 )
             ).scalars():
                 self.templates[row.version_id] = template_from_row(row)
-            self.template_rows |= published
-        new_people = session.execute(
-            select(Participant.id, Participant.pseudonym, Participant.birth_date)
-            .where(Participant.project_id == pid, Participant.id > self.last_participant)
-            .order_by(Participant.id)
-        ).all()
-        if new_people:
-            self.live.add_participants((p.pseudonym, p.birth_date) for p in new_people)
-            self.names.update({p.id: p.pseudonym for p in new_people})
-            self.last_participant = new_people[-1].id
-        rows = session.execute(
-            select(*_EVENT_COLUMNS)
-            .where(ConsentEventRow.project_id == pid, ConsentEventRow.seq > self.last_seq)
-            .order_by(ConsentEventRow.seq)
-        ).all()
+                session.expunge(row)  # kept across sessions, untouched by their rollbacks
+                self.rows[row.version_id] = row
+            self.template_rows |= ids
+        if (last_participant or 0) > self.last_participant:
+            new_people = connection.execute(
+                _NEW_PARTICIPANTS, {"pid": pid, "after": self.last_participant}
+            ).all()
+            if new_people:
+                self.live.add_participants((p.pseudonym, p.birth_date) for p in new_people)
+                self.names.update({p.id: p.pseudonym for p in new_people})
+                self.last_participant = new_people[-1].id
+        if (last_seq or 0) <= self.last_seq:
+            return
+        rows = connection.execute(_NEW_EVENTS, {"pid": pid, "after": self.last_seq}).all()
         if not rows:
             return
         events = [event_from_row(row, self.names[row.participant_id]) for row in rows]
@@ -125,8 +126,39 @@ class _ProjectIndex:
         self.last_seq = rows[-1].seq
 
 
+_PID = bindparam("pid", type_=String())
+_PROBE = select(
+    select(func.max(ConsentEventRow.seq))
+    .where(ConsentEventRow.project_id == _PID)
+    .scalar_subquery(),
+    select(func.max(Participant.id)).where(Participant.project_id == _PID).scalar_subquery(),
+    select(func.count(TemplateVersion.id))
+    .where(TemplateVersion.project_id == _PID, TemplateVersion.status == "published")
+    .scalar_subquery(),
+)
+_PUBLISHED = select(TemplateVersion.id).where(
+    TemplateVersion.project_id == _PID, TemplateVersion.status == "published"
+)
+_NEW_PARTICIPANTS = (
+    select(Participant.id, Participant.pseudonym, Participant.birth_date)
+    .where(Participant.project_id == _PID, Participant.id > bindparam("after"))
+    .order_by(Participant.id)
+)
+_NEW_EVENTS = (
+    select(*_EVENT_COLUMNS)
+    .where(ConsentEventRow.project_id == _PID, ConsentEventRow.seq > bindparam("after"))
+    .order_by(ConsentEventRow.seq)
+)
+
+
 class ConsentCache:
-    """One consent index per project, per process (see the module doc)."""
+    """One consent index per project, per process (see the module doc).
+
+    A refresh inside a group-commit batch (:mod:`hvelv.db.batch`) also reads the rows of the
+    batch's earlier jobs, not yet committed; the cache then watches the batch: when a job is
+    rolled back it drops the project's index if the index holds rows that are gone, and from
+    just before the commit until its outcome it holds the index's lock, dropping the index if
+    the commit fails. So no other transaction ever sees a row that did not commit."""
 
     def __init__(self) -> None:
         self._projects: dict[str, _ProjectIndex] = {}
@@ -138,18 +170,30 @@ class ConsentCache:
         with self._refreshed(session, pid, age_of_majority) as entry:
             yield entry.live
 
+    def _entry(self, pid: str, age_of_majority: int) -> _ProjectIndex:
+        """The project's entry, locked (and not dropped meanwhile)."""
+        while True:
+            with self._lock:
+                entry = self._projects.get(pid)
+                if entry is None or entry.age_of_majority != age_of_majority:
+                    entry = _ProjectIndex(age_of_majority)
+                    self._projects[pid] = entry
+            entry.lock.acquire()
+            if not entry.dropped:
+                return entry
+            entry.lock.release()
+
     @contextmanager
     def _refreshed(
         self, session: Session, pid: str, age_of_majority: int
     ) -> Iterator[_ProjectIndex]:
-        with self._lock:
-            entry = self._projects.get(pid)
-            if entry is None or entry.age_of_majority != age_of_majority:
-                entry = _ProjectIndex(age_of_majority)
-                self._projects[pid] = entry
-        with entry.lock:
+        entry = self._entry(pid, age_of_majority)
+        try:
+            batch.watch(session, (_WATCH_KEY, id(self), pid), lambda: _BatchWatch(self, pid))
             entry.refresh(session, pid)
             yield entry
+        finally:
+            entry.lock.release()
 
     def state_of(
         self,
@@ -163,8 +207,8 @@ class ConsentCache:
         position, and the published templates — without reading the participant's ledger.
 
         Called inside a write transaction (SQLite's write lock, PostgreSQL's advisory lock
-        held) every row it sees is committed; the caller's own new rows are never added here:
-        the next refresh reads them once committed."""
+        held) every row it sees is committed or belongs to the same group-commit batch; the
+        caller's own new rows are never added here: the next refresh reads them."""
         with self._refreshed(session, pid, age_of_majority) as entry:
             index = entry.live
             if pseudonym not in index:  # enrolled after the refresh's snapshot: no events yet
@@ -172,9 +216,122 @@ class ConsentCache:
             state, position = index.state_at(pseudonym, at)
             return state, position, dict(entry.templates)
 
+    def appended(self, session: Session, pid: str, rows: list[ConsentEventRow]) -> None:
+        """Apply events the caller just appended in a group-commit batch (the batch's next
+        refresh then has nothing to read); outside a batch this does nothing, as the rows may
+        not commit. A rolled-back job or batch drops the index (see the class doc)."""
+        if not batch.in_batch(session) or not rows:
+            return
+        entry = self._locked_entry(pid)
+        if entry is None:
+            return
+        try:
+            batch.watch(session, (_WATCH_KEY, id(self), pid), lambda: _BatchWatch(self, pid))
+            if entry.last_seq != rows[0].seq - 1 or any(
+                r.participant_id not in entry.names for r in rows
+            ):
+                return  # not contiguous: the next refresh reads them
+            for r in rows:
+                entry.live.apply(event_from_row(r, entry.names[r.participant_id]))
+                entry.last_seq = r.seq
+        finally:
+            entry.lock.release()
+
+    def published_row(self, pid: str, version_id: str) -> TemplateVersion | None:
+        """A published template version of the project as of the last refresh (detached; read
+        its attributes only), or None when it is not known here."""
+        entry = self._projects.get(pid)
+        return None if entry is None else entry.rows.get(version_id)
+
     def forget(self, pid: str) -> None:
         with self._lock:
-            self._projects.pop(pid, None)
+            entry = self._projects.pop(pid, None)
+            if entry is not None:
+                entry.dropped = True
+
+    def _drop_locked(self, pid: str, entry: _ProjectIndex) -> None:
+        """Drop ``entry`` (its lock held by the caller)."""
+        with self._lock:
+            if self._projects.get(pid) is entry:
+                del self._projects[pid]
+            entry.dropped = True
+
+    def _locked_entry(self, pid: str) -> _ProjectIndex | None:
+        with self._lock:
+            entry = self._projects.get(pid)
+        if entry is None:
+            return None
+        entry.lock.acquire()
+        if entry.dropped:
+            entry.lock.release()
+            return None
+        return entry
+
+    def _drop_if_ahead(self, session: Session, pid: str) -> None:
+        """Drop the project's index if it holds rows ``session`` does not see (they were rolled
+        back): newer events, participants or published template versions."""
+        entry = self._locked_entry(pid)
+        if entry is None:
+            return
+        try:
+            last_seq, last_participant = session.execute(
+                select(
+                    select(func.max(ConsentEventRow.seq))
+                    .where(ConsentEventRow.project_id == pid)
+                    .scalar_subquery(),
+                    select(func.max(Participant.id))
+                    .where(Participant.project_id == pid)
+                    .scalar_subquery(),
+                )
+            ).one()
+            published = set(
+                session.execute(
+                    select(TemplateVersion.id).where(
+                        TemplateVersion.project_id == pid, TemplateVersion.status == "published"
+                    )
+                ).scalars()
+            )
+            if (
+                entry.last_seq > (last_seq or 0)
+                or entry.last_participant > (last_participant or 0)
+                or not entry.template_rows <= published
+            ):
+                self._drop_locked(pid, entry)
+        finally:
+            entry.lock.release()
+
+
+_WATCH_KEY = "hvelv-consent-cache"
+
+
+class _BatchWatch:
+    """Keeps one project's cached index consistent with a group-commit batch (see
+    :class:`ConsentCache`)."""
+
+    def __init__(self, cache: ConsentCache, pid: str) -> None:
+        self.cache = cache
+        self.pid = pid
+        self.held: _ProjectIndex | None = None
+
+    def job_failed(self, session: Session) -> None:
+        self.cache._drop_if_ahead(session, self.pid)
+
+    def before_commit(self, session: Session) -> None:
+        self.held = self.cache._locked_entry(self.pid)
+
+    def after_commit(self, committed: bool) -> None:
+        held, self.held = self.held, None
+        if committed:
+            if held is not None:
+                held.lock.release()
+            return
+        if held is None:
+            self.cache.forget(self.pid)
+            return
+        try:
+            self.cache._drop_locked(self.pid, held)
+        finally:
+            held.lock.release()
 
 
 def _log(

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from hvelv.audit.ledger import GENESIS, canonical, chain_hash, format_ts
 from hvelv.consent.models import ConsentEventRow
+from hvelv.db import batch
 
 __all__ = ["CHANNELS", "IDENTITY_ASSURANCE", "ChainBroken", "NewEvent", "append", "verify"]
 
@@ -69,50 +70,96 @@ def _body(pid: str, seq: int, e: NewEvent) -> dict[str, Any]:
     }
 
 
+_HEAD = (
+    select(ConsentEventRow.seq, ConsentEventRow.hash)
+    .where(ConsentEventRow.project_id == bindparam("pid"))
+    .order_by(ConsentEventRow.seq.desc())
+    .limit(1)
+)
+_INSERT = insert(ConsentEventRow.metadata.tables[ConsentEventRow.__tablename__])
+
+
 def head(session: Session, pid: str) -> tuple[int, bytes]:
-    row = session.execute(
-        select(ConsentEventRow.seq, ConsentEventRow.hash)
-        .where(ConsentEventRow.project_id == pid)
-        .order_by(ConsentEventRow.seq.desc())
-        .limit(1)
-    ).first()
+    row = session.execute(_HEAD, {"pid": pid}).first()
     return (0, GENESIS) if row is None else (int(row.seq), bytes(row.hash))
 
 
 def append(session: Session, pid: str, events: Sequence[NewEvent]) -> list[ConsentEventRow]:
-    """Append events in the caller's (write) transaction; returns the new rows."""
-    seq, prev = head(session, pid)
-    rows: list[ConsentEventRow] = []
+    """Append events in the caller's (write) transaction; returns the new rows.
+
+    The rows are written with one Core insert (pending ORM changes are flushed first); the
+    returned objects carry the stored values but are not in the session."""
+    session.flush()
+    connection = session.connection()
+    heads = batch.watch(session, _BATCH_KEY, _Heads)
+    known = None if heads is None else heads.get(session, pid)
+    if known is None:
+        row = connection.execute(_HEAD, {"pid": pid}).first()
+        known = (0, GENESIS) if row is None else (int(row.seq), bytes(row.hash))
+    seq, prev = known
+    values: list[dict[str, Any]] = []
     for e in events:
         seq += 1
         body = canonical(_body(pid, seq, e))
         digest = chain_hash(prev, body)
-        rows.append(
-            ConsentEventRow(
-                project_id=pid,
-                seq=seq,
-                participant_id=e.participant_id,
-                kind=e.kind,
-                at=e.at,
-                actor_kind=e.actor_kind,
-                actor_id=e.actor_id,
-                channel=e.channel,
-                assurance=e.assurance,
-                template_version_id=e.template_version_id,
-                text_hash=e.text_hash,
-                language=e.language,
-                choices=dict(e.choices),
-                scope=e.scope,
-                recorded_by=e.recorded_by,
-                body=body,
-                prev_hash=prev,
-                hash=digest,
-            )
+        values.append(
+            {
+                "project_id": pid,
+                "seq": seq,
+                "participant_id": e.participant_id,
+                "kind": e.kind,
+                "at": e.at,
+                "actor_kind": e.actor_kind,
+                "actor_id": e.actor_id,
+                "channel": e.channel,
+                "assurance": e.assurance,
+                "template_version_id": e.template_version_id,
+                "text_hash": e.text_hash,
+                "language": e.language,
+                "choices": dict(e.choices),
+                "scope": e.scope,
+                "recorded_by": e.recorded_by,
+                "body": body,
+                "prev_hash": prev,
+                "hash": digest,
+            }
         )
         prev = digest
-    session.add_all(rows)
-    session.flush()
-    return rows
+    if values:
+        connection.execute(_INSERT, values)
+        if heads is not None:
+            heads.heads[pid] = (seq, prev)
+    return [ConsentEventRow(**v) for v in values]
+
+
+_BATCH_KEY = "hvelv-consent-ledger"
+
+
+class _Heads:
+    """Each project's ledger head as appended by a group-commit batch (a
+    :class:`hvelv.db.batch.Watcher`): the batch holds the write lock, so after its first append
+    to a project the head is known without a query; a rolled-back job takes its heads along."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, tuple[int, bytes]] = {}
+        self.job = 0
+        self.mark: dict[str, tuple[int, bytes]] = {}
+
+    def get(self, session: Session, pid: str) -> tuple[int, bytes] | None:
+        job = batch.current_job(session)
+        if job != self.job:
+            self.job, self.mark = job, dict(self.heads)
+        return self.heads.get(pid)
+
+    def job_failed(self, session: Session) -> None:
+        if self.job == batch.current_job(session):
+            self.heads, self.job = self.mark, 0
+
+    def before_commit(self, session: Session) -> None:
+        pass
+
+    def after_commit(self, committed: bool) -> None:
+        self.heads = {}
 
 
 def verify(session: Session, pid: str) -> int:

@@ -9,15 +9,23 @@ in through a proxy invitation acts as the proxy.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from hvelv.audit.trail import AuditTrail
 from hvelv.consent import access, decisions, issued, service
 from hvelv.consent.api import event_out, uses_out
 from hvelv.consent.model import ActorKind, EventKind, WithdrawalScope
-from hvelv.consent.models import Participant, ReconsentRequest, TemplateVersion
+from hvelv.consent.models import (
+    Participant,
+    ParticipantSession,
+    ReconsentRequest,
+    TemplateVersion,
+)
 from hvelv.consent.schemas import (
     AnswerIn,
     CodeSentOut,
@@ -61,14 +69,6 @@ def _me(ctx: RequestContext) -> Participant:
     if participant is None:
         raise NotFound("the participant is gone", code="participant_not_found")
     return participant
-
-
-def _acting(ctx: RequestContext, participant: Participant) -> service.Acting:
-    assert ctx.principal is not None
-    if ctx.principal.acting_for is None:
-        return service.PARTICIPANT
-    proxy = service.get_proxy(ctx.session, participant, ctx.principal.acting_for)
-    return service.Acting(ActorKind.PROXY, proxy)
 
 
 def _assurance(ctx: RequestContext) -> str:
@@ -225,72 +225,114 @@ def receipt(event_id: EventSeq, ctx: Ctx) -> dict[str, Any]:
     )
 
 
-@dataclass(frozen=True)
-class _AtState:
-    at: dt.datetime
-    cached: service.Cached
-
-
-def _cached(ctx: RequestContext, participant: Participant, at: dt.datetime) -> _AtState:
-    """The participant's state at ``at`` from the consent cache; its first query begins the
-    request's write transaction, so every row it sees is committed and no other writer can
-    append before this request commits."""
-    state, position, templates = ctx.platform.consent_cache.state_of(
-        ctx.session, participant.project_id, _age(ctx), participant.pseudonym, at
+async def _signed_in(ctx: RequestContext) -> tuple[Participant, str]:
+    """The participant and the session's identity assurance, from the objects authentication
+    kept (no I/O on the event loop), else looked up in the threadpool."""
+    assert ctx.principal is not None
+    participant = next(
+        (o for o in ctx.loaded if isinstance(o, Participant) and o.id == int(ctx.principal.id)),
+        None,
     )
-    return _AtState(at, service.Cached(state, position, templates))
+    opened = next(
+        (
+            o
+            for o in ctx.loaded
+            if isinstance(o, ParticipantSession) and o.id == ctx.principal.session_id
+        ),
+        None,
+    )
+    if participant is None or opened is None:
+        return await run_in_threadpool(lambda: (_me(ctx), _assurance(ctx)))
+    return participant, opened.assurance
 
 
-def _record(
+def _change(
     ctx: RequestContext,
     participant: Participant,
+    assurance: str,
     kind: EventKind,
     *,
-    template: TemplateVersion | None = None,
+    version_id: str | None = None,
+    template_key: str | None = None,
     language: str | None = None,
     choices: dict[str, bool] | None = None,
     scope: WithdrawalScope | None = None,
-    cached: _AtState | None = None,
-) -> EventOut:
-    acting = _acting(ctx, participant)
-    if cached is None:
-        cached = _cached(ctx, participant, dt.datetime.now(dt.UTC))
-    if kind is EventKind.GIVEN and acting.proxy is not None:
-        kind = EventKind.PROXY_GIVEN
-    row = service.record_event(
-        ctx.session,
-        ctx.trail(),
-        participant,
-        kind=kind,
-        acting=acting,
-        channel="web",
-        assurance=_assurance(ctx),
-        template=template,
-        language=language,
-        choices=choices,
-        scope=scope,
-        age_of_majority=_age(ctx),
-        at=cached.at,
-        cached=cached.cached,
-    )
-    ctx.commit()
-    return event_out(row, f"/v1/participant/receipts/{row.seq}")
+) -> Callable[[Session, AuditTrail], EventOut]:
+    """The write job of one consent event, for :meth:`RequestContext.write` (group commit); the
+    template is ``version_id``, or with ``template_key`` the version currently consented to.
+
+    The participant's state comes from the consent cache, refreshed inside the batch's write
+    transaction: it holds every committed row and those of the batch's earlier jobs, so no
+    other writer can append between the check and the append."""
+    assert ctx.principal is not None
+    acting_for = ctx.principal.acting_for
+    age = _age(ctx)
+    cache = ctx.platform.consent_cache
+    pid = participant.project_id
+
+    def work(session: Session, trail: AuditTrail) -> EventOut:
+        at = dt.datetime.now(dt.UTC)
+        state, position, templates = cache.state_of(session, pid, age, participant.pseudonym, at)
+        wanted = version_id
+        if template_key is not None:
+            current = next((c for c in state.consents if c.template_id == template_key), None)
+            if current is None:
+                raise Conflict(
+                    "there is no consent to this template to change",
+                    code="consent_no_consent_to_change",
+                )
+            wanted = current.version_id
+        template = None
+        if wanted is not None:
+            template = cache.published_row(pid, wanted) or service.get_version_by_id(
+                session, pid, wanted
+            )
+        acting = service.PARTICIPANT
+        if acting_for is not None:
+            acting = service.Acting(
+                ActorKind.PROXY, service.get_proxy(session, participant, acting_for)
+            )
+        event_kind = kind
+        if kind is EventKind.GIVEN and acting.proxy is not None:
+            event_kind = EventKind.PROXY_GIVEN
+        row = service.record_event(
+            session,
+            trail,
+            participant,
+            kind=event_kind,
+            acting=acting,
+            channel="web",
+            assurance=assurance,
+            template=template,
+            language=language,
+            choices=choices,
+            scope=scope,
+            age_of_majority=age,
+            at=at,
+            cached=service.Cached(state, position, templates),
+        )
+        cache.appended(session, pid, [row])
+        return event_out(row, f"/v1/participant/receipts/{row.seq}")
+
+    return work
 
 
 @endpoint(
     router, "POST", "/consents", Action.PARTICIPANT_CONSENT, status_code=201, errors=_CONFLICT
 )
-def give(body: GiveIn, ctx: Ctx) -> EventOut:
+async def give(body: GiveIn, ctx: Ctx) -> EventOut:
     """Consent to a template version, with a yes/no per item (unanswered items are no)."""
-    participant = _me(ctx)
-    template = service.get_version_by_id(ctx.session, participant.project_id, body.template_version)
-    return _record(
-        ctx,
-        participant,
-        EventKind.GIVEN,
-        template=template,
-        language=body.language,
-        choices=body.choices,
+    participant, assurance = await _signed_in(ctx)
+    return await ctx.awrite(
+        _change(
+            ctx,
+            participant,
+            assurance,
+            EventKind.GIVEN,
+            version_id=body.template_version,
+            language=body.language,
+            choices=body.choices,
+        )
     )
 
 
@@ -301,31 +343,30 @@ def give(body: GiveIn, ctx: Ctx) -> EventOut:
     Action.PARTICIPANT_CONSENT,
     errors=_CONFLICT,
 )
-def choose_item(template_id: TemplateKey, item_id: ItemKey, body: ItemChoice, ctx: Ctx) -> EventOut:
+async def choose_item(
+    template_id: TemplateKey, item_id: ItemKey, body: ItemChoice, ctx: Ctx
+) -> EventOut:
     """Grant (``true``) or withdraw (``false``) one item: the same single step either way."""
-    participant = _me(ctx)
-    cached = _cached(ctx, participant, dt.datetime.now(dt.UTC))
-    current = next((c for c in cached.cached.state.consents if c.template_id == template_id), None)
-    if current is None:
-        raise Conflict(
-            "there is no consent to this template to change", code="consent_no_consent_to_change"
+    participant, assurance = await _signed_in(ctx)
+    return await ctx.awrite(
+        _change(
+            ctx,
+            participant,
+            assurance,
+            EventKind.CHANGED,
+            template_key=template_id,
+            choices={item_id: body.granted},
         )
-    template = service.get_version_by_id(ctx.session, participant.project_id, current.version_id)
-    return _record(
-        ctx,
-        participant,
-        EventKind.CHANGED,
-        template=template,
-        choices={item_id: body.granted},
-        cached=cached,
     )
 
 
 @endpoint(router, "POST", "/withdraw", Action.PARTICIPANT_CONSENT, status_code=201)
-def withdraw(body: WithdrawIn, ctx: Ctx) -> EventOut:
+async def withdraw(body: WithdrawIn, ctx: Ctx) -> EventOut:
     """Withdraw all consent: stop use, or also delete data / destroy samples (30-day tasks)."""
-    participant = _me(ctx)
-    return _record(ctx, participant, EventKind.WITHDRAWN, scope=WithdrawalScope(body.scope))
+    participant, assurance = await _signed_in(ctx)
+    return await ctx.awrite(
+        _change(ctx, participant, assurance, EventKind.WITHDRAWN, scope=WithdrawalScope(body.scope))
+    )
 
 
 def _request_out(request: ReconsentRequest, row: TemplateVersion) -> RequestOut:
@@ -366,13 +407,16 @@ def answer(request_id: RequestId, body: AnswerIn, ctx: Ctx) -> RequestOut:
         service.decline_request(ctx.session, ctx.trail(), participant, request_id)
         ctx.commit()
     else:
-        _record(
-            ctx,
-            participant,
-            EventKind.GIVEN,
-            template=row,
-            language=body.language,
-            choices=body.choices,
+        ctx.write(
+            _change(
+                ctx,
+                participant,
+                _assurance(ctx),
+                EventKind.GIVEN,
+                version_id=row.version_id,
+                language=body.language,
+                choices=body.choices,
+            )
         )
     ctx.session.refresh(request)
     return _request_out(request, row)

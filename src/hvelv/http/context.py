@@ -6,14 +6,16 @@ the action from the matched route, so a handler cannot forget to authorize.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from hvelv.audit.ledger import AuditRecord, Outcome
 from hvelv.audit.trail import AuditTrail
@@ -35,6 +37,8 @@ from hvelv.security.tokens import (
     parse_api_key,
     same_digest,
 )
+
+T = TypeVar("T")
 
 ACTION_KEY = "x-hvelv-action"
 # a route may take its credential from somewhere else than the Authorization header
@@ -92,9 +96,46 @@ class RequestContext:
     def commit(self) -> None:
         self.session.commit()
 
+    def write(self, work: Callable[[Session, AuditTrail], T]) -> T:
+        """Run a change through the process's group-commit writer (:mod:`hvelv.db.batch`).
+
+        ``work`` gets the batch's session and an audit trail on it, runs in its own savepoint
+        on the writer thread, and this returns its result once the batch has committed (or
+        raises its error; a failed commit fails it too). Everything the change reads belongs
+        in ``work``; objects loaded by authentication may be passed in (read their attributes
+        only). If the request's own session already holds a transaction (a write API key's
+        ``apikey.use`` event), ``work`` runs in that one instead, which is then committed."""
+        if self._session is not None and self._session.in_transaction():
+            result = work(self._session, self.trail())
+            self.commit()
+            return result
+        return self.platform.batch.run(self._job(work))
+
+    async def awrite(self, work: Callable[[Session, AuditTrail], T]) -> T:
+        """:meth:`write` for async handlers: waits for the batch without holding a thread.
+        The handler must not do I/O on the event loop before (objects kept by authentication
+        are in ``loaded``)."""
+        if self._session is not None and self._session.in_transaction():
+            return await run_in_threadpool(self.write, work)
+        return await asyncio.wrap_future(self.platform.batch.submit(self._job(work)))
+
+    def _job(self, work: Callable[[Session, AuditTrail], T]) -> Callable[[Session], T]:
+        def job(session: Session) -> T:
+            trail = AuditTrail(
+                session, self.platform.ledger, self.actor, self.request_id, self.client
+            )
+            return work(session, trail)
+
+        return job
+
     def close(self) -> None:
         if self._session is not None:
             self._session.close()
+
+    @property
+    def idle(self) -> bool:
+        """Closing needs no I/O: the session holds no connection (no transaction open)."""
+        return self._session is None or not self._session.in_transaction()
 
 
 def _client(request: Request) -> str | None:
@@ -221,7 +262,13 @@ def _refuse(ctx: RequestContext, error: HvelvError, target: str | None) -> Hvelv
     return error
 
 
-def context(request: Request) -> Iterator[RequestContext]:
+async def context(request: Request) -> AsyncIterator[RequestContext]:
+    """The request's context, authenticated and authorized for the route's action.
+
+    An async dependency, so it costs one threadpool call (authentication and authorization,
+    which query the database) instead of two: closing the request's session at the end is
+    done on the event loop when the session holds no connection (after a commit, or when no
+    query ran), which needs no I/O, and in the threadpool otherwise."""
     platform: Platform = request.app.state.platform
     action = _route_action(request)
     ctx = RequestContext(
@@ -233,10 +280,13 @@ def context(request: Request) -> Iterator[RequestContext]:
     info = ACTIONS[action]
     try:
         if info.scope is not Scope.PUBLIC:
-            _establish(ctx, request)
+            await run_in_threadpool(_establish, ctx, request)
         yield ctx
     finally:
-        ctx.close()
+        if ctx.idle:
+            ctx.close()
+        else:
+            await run_in_threadpool(ctx.close)
 
 
 def _establish(ctx: RequestContext, request: Request) -> None:
