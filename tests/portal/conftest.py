@@ -1,14 +1,16 @@
 """A live `hvelv serve` on loopback with the demo study, and Debian's chromium driven by
 playwright. Every page a test visits goes through :meth:`Portal.check`: axe-core at phone
 (360 × 740) and desktop (1280 × 800) size, no horizontal scrolling, and screenshots under
-``test-artifacts/portal/`` (both languages for pages that can be reloaded)."""
+``test-artifacts/portal/`` in both languages: a page reached by GET is reloaded in the other
+language, a state a reload would not show again (the answer to a form) is reached again there
+(:meth:`Portal.check_posted`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,16 +20,19 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from hvelv.audit.trail import AuditTrail
-from hvelv.consent import service
-from hvelv.consent.models import Participant
+from hvelv.consent import access, service
+from hvelv.consent.models import Participant, Proxy
+from hvelv.consent.pseudonyms import ProjectSecrets
 from hvelv.identity import service as identity
 from hvelv.notify import outbox
 from hvelv.notify.models import OutboxMessage
 from hvelv.platform import Platform
-from hvelv.portal import demo
+from hvelv.portal import cookies, demo
 from hvelv.projects import service as projects
+from hvelv.projects.models import Project
 from hvelv.security.actions import Role
 from tests.support.people import Person, login, make_person
 from tests.support.server import server_process
@@ -98,6 +103,60 @@ class Portal:
         digits = [w.strip(".") for w in body.split() if w.strip(".").isdigit()]
         return next(d for d in digits if len(d) == 6)
 
+    def wrong_code(self) -> str:
+        """Six digits that are not the code last sent."""
+        return f"{(int(self.last_code()) + 1) % 1_000_000:06d}"
+
+    def invite(self, which: str = "participant") -> str:
+        """A new invitation link (as the project would send) for ``which`` ("participant" or
+        "guardian", the child's guardian)."""
+        person = self.participant("child" if which == "guardian" else "participant")
+
+        def invite(trail: AuditTrail) -> str:
+            session = trail.session
+            project = session.get(Project, self.pid)
+            assert project is not None
+            proxy = self._proxy_of(session, person) if which == "guardian" else None
+            secrets = ProjectSecrets(session, self.platform.keyring, self.pid)
+            settings, keyring = self.platform.settings, self.platform.keyring
+            new = access.invite(session, trail, settings, keyring, secrets, project, person, proxy)
+            return new.token
+
+        token: str = self.run(invite)
+        return f"{self.url}/portal/invitation?token={token}"
+
+    def open_session(self, context: BrowserContext, which: str = "participant") -> None:
+        """Sign ``context`` in as ``which`` ("participant", "child" or "guardian") with a session
+        as the code step opens, without the invitation and code pages."""
+        person = self.participant("participant" if which == "participant" else "child")
+        with self.platform.db.write() as session:
+            proxy = self._proxy_of(session, person) if which == "guardian" else None
+            opened = access.open_session(
+                session,
+                self.platform.settings,
+                person,
+                proxy.id if proxy is not None else None,
+                assurance="low",
+            )
+        context.add_cookies(
+            [
+                {
+                    "name": cookies.SESSION,
+                    "value": cookies.session_value(self.platform, opened.token),
+                    "domain": self._host(),
+                    "path": "/portal",
+                    "httpOnly": True,
+                    "sameSite": "Strict",
+                }
+            ]
+        )
+
+    @staticmethod
+    def _proxy_of(session: Session, person: Participant) -> Proxy:
+        return session.execute(
+            select(Proxy).where(Proxy.participant_id == person.id).order_by(Proxy.id).limit(1)
+        ).scalar_one()
+
     def snapshot(self, use: dict[str, Any] | None = None) -> dict[str, Any]:
         """A bulk snapshot through the live server's API (its own consent cache)."""
         response = httpx.post(
@@ -153,14 +212,38 @@ class Portal:
         page.set_viewport_size({"width": 360, "height": 740})
         self.checked.append(name)
 
+    def check_posted(self, page: Page, name: str, again: Callable[[Page], None]) -> None:
+        """:meth:`check` for a state a reload would not show again (the answer to a form POST,
+        or a page that ends the session): check it as shown, then, with the other language
+        chosen, ``again`` reaches the same state in a new tab of the same browser (its
+        cookies: session, invitation, CSRF binding) and it is checked there. The first
+        language is chosen again afterwards; ``page`` is left as it was."""
+        current = page.evaluate("document.documentElement.lang")
+        self.check(page, name, reload=False)
+        for language in LANGUAGES:
+            if language == current:
+                continue
+            self._set_language(page, language)
+            tab = page.context.new_page()
+            try:
+                again(tab)
+                shown = tab.evaluate("document.documentElement.lang")
+                assert shown == language, f"{name}: reached again in {shown}, not {language}"
+                self.check(tab, name, reload=False)
+            finally:
+                tab.close()
+        self._set_language(page, current)
+
+    def _host(self) -> str:
+        return self.url.split("//", 1)[1].split(":")[0]
+
     def _set_language(self, page: Page, language: str) -> None:
-        host = self.url.split("//", 1)[1].split(":")[0]
         page.context.add_cookies(
             [
                 {
                     "name": "hvelv_lang",
                     "value": language,
-                    "domain": host,
+                    "domain": self._host(),
                     "path": "/portal",
                     "httpOnly": True,
                     "sameSite": "Strict",
