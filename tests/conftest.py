@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -204,3 +205,17 @@ def browser() -> Iterator[Any]:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
         launched.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """At the end of each test module, no event loop may be left running in the main thread
+    (Playwright's sync API keeps one while open): every later test that runs a loop of its own
+    would fail with "another loop is running", far from the cause."""
+    if nextitem is not None and nextitem.module is item.module:  # type: ignore[attr-defined]
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    pytest.fail(f"{item.nodeid}: an event loop is still running in the main thread")
