@@ -13,7 +13,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -219,3 +221,40 @@ def test_limits_come_from_the_settings(tmp_path: Path) -> None:
     con = engine.database("u").con
     assert con.execute("SELECT current_setting('threads')").fetchall() == [(3,)]
     runtime.close()
+
+
+class Interrupting:
+    """A use's DuckDB connection whose build is interrupted and whose ROLLBACK is interrupted
+    too: what happens when the time check ends a build and the deadline's timer fires during
+    the ROLLBACK that follows."""
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+        self.build = self.rollback = 1
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith("CREATE TABLE") and self.build:
+            self.build -= 1
+            raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+        if sql == "ROLLBACK" and self.rollback:
+            self.rollback -= 1
+            raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+        return self._con.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+def test_a_rollback_cut_by_the_deadline_is_retried(engine: QueryEngine, big: Big) -> None:
+    base = engine.bases.get(big.version)
+    db = engine.database("w")
+    db.relation(big.version)
+    real = db.con
+    db.con = Interrupting(real)  # type: ignore[assignment]
+    try:
+        with pytest.raises(duckdb.InterruptException):
+            db.sync(big.version, base, big.permits(2))
+    finally:
+        db.con = real
+    assert hv_objects(engine, "w") == []  # rolled back, and the connection is usable
+    assert db.sync(big.version, base, big.permits(2)).built

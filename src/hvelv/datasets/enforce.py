@@ -34,7 +34,6 @@ personal data; otherwise reading it raises :class:`~hvelv.datasets.errors.Datase
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 from collections import OrderedDict
@@ -344,8 +343,17 @@ class UseDatabase:
         return True
 
     def _rollback(self) -> None:
-        with contextlib.suppress(duckdb.TransactionException):  # none active
-            self.con.execute("ROLLBACK")
+        # A deadline can fire between the failed statement and this ROLLBACK: the interrupt
+        # then ends the ROLLBACK instead, which left the transaction aborted (seen under load:
+        # "Current transaction is aborted"). The interrupt is spent by then; roll back again.
+        for _ in range(3):
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.TransactionException:  # none active
+                return
+            except duckdb.InterruptException:
+                continue
+            return
 
     @contextmanager
     def limited(self, deadline: Deadline | None) -> Iterator[None]:
