@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = Field(
         default=8 * 3600, ge=60, le=30 * 24 * 3600, description="Lifetime of a login session."
     )
+    auth_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long a verified login, project and roles may be reused without a query; "
+            "a change by another process (replica, CLI) takes effect within this time, one by "
+            "the same process at once. 0 turns the cache off."
+        ),
+    )
     login_max_failures: int = Field(
         default=5, ge=1, le=100, description="Consecutive failed logins before the account locks."
     )

@@ -18,6 +18,7 @@ from hvelv.datasets.runtime import DatasetRuntime
 from hvelv.db import migrate
 from hvelv.db.batch import BatchWriter
 from hvelv.db.engine import Database
+from hvelv.security.auth_cache import AUTH_TABLES, AuthCache
 from hvelv.security.tokens import TokenSigner
 from hvelv.storage.base import BlobStore
 from hvelv.storage.factory import build_store
@@ -41,10 +42,21 @@ class Platform:
     datasets: DatasetRuntime = field(default_factory=DatasetRuntime)
     # the process's group-commit writer (hvelv.db.batch); its thread starts with its first job
     writes: BatchWriter | None = None
+    # per-process memory of verified logins, projects and roles (hvelv.security.auth_cache)
+    auth_cache: AuthCache | None = None
 
     def __post_init__(self) -> None:
         if self.writes is None:
             self.writes = BatchWriter(self.db)
+        if self.auth_cache is None:
+            self.auth_cache = AuthCache(
+                self.db.watch(AUTH_TABLES), self.settings.auth_cache_seconds
+            )
+
+    @property
+    def auth(self) -> AuthCache:
+        assert self.auth_cache is not None
+        return self.auth_cache
 
     @property
     def batch(self) -> BatchWriter:

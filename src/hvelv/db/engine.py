@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 WRITE_OPTION = "hvelv_write"
@@ -56,6 +56,16 @@ class Database:
         self._writer = sessionmaker(
             self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
         )
+        self._watches: list[TableWatch] = []
+        for factory in (self._reader, self._writer):
+            _track_written_tables(factory, self._watches)
+
+    def watch(self, tables: frozenset[str]) -> TableWatch:
+        """A counter that moves after every commit, through this process's sessions, that
+        wrote to any of ``tables`` (ORM flushes and statements run through a session)."""
+        watch = TableWatch(tables)
+        self._watches.append(watch)
+        return watch
 
     def reader(self) -> Session:
         return self._reader()
@@ -81,6 +91,59 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class TableWatch:
+    """See :meth:`Database.watch`. ``generation`` moves only *after* the commit, so a reader
+    that read a row before a change was committed holds an older generation than the one
+    current once the change is visible."""
+
+    def __init__(self, tables: frozenset[str]) -> None:
+        self.tables = tables
+        self.generation = 0
+        self._lock = threading.Lock()
+
+    def bump(self) -> None:
+        with self._lock:
+            self.generation += 1
+
+
+_WRITTEN = "hvelv_written_tables"
+
+
+def _track_written_tables(factory: sessionmaker[Session], watches: list[TableWatch]) -> None:
+    def written(session: Session) -> set[str]:
+        found: set[str] = session.info.setdefault(_WRITTEN, set())
+        return found
+
+    @event.listens_for(factory, "after_flush")
+    def _after_flush(session: Session, flush: UOWTransaction) -> None:
+        if watches:
+            tables = written(session)
+            for obj in (*session.new, *session.dirty, *session.deleted):
+                table = getattr(obj, "__tablename__", None)
+                if table is not None:
+                    tables.add(table)
+
+    @event.listens_for(factory, "do_orm_execute")
+    def _on_execute(state: ORMExecuteState) -> None:
+        if watches and (state.is_insert or state.is_update or state.is_delete):
+            table = getattr(state.statement, "table", None)
+            name = getattr(table, "name", None)
+            written(state.session).add(name if isinstance(name, str) else "*")
+
+    @event.listens_for(factory, "after_commit")
+    def _after_commit(session: Session) -> None:
+        tables = session.info.pop(_WRITTEN, None)
+        if tables:
+            for watch in watches:
+                if "*" in tables or not watch.tables.isdisjoint(tables):
+                    watch.bump()
+
+    @event.listens_for(factory, "after_rollback")
+    def _after_rollback(session: Session) -> None:
+        # (a savepoint rolled back keeps its marks: a spurious bump only costs a cache miss)
+        session.info.pop(_WRITTEN, None)
 
 
 def _configure_sqlite(engine: Engine, synchronous: str, gate: threading.Lock) -> None:

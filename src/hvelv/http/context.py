@@ -7,6 +7,7 @@ the action from the matched route, so a handler cannot forget to authorize.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from hvelv.platform import Platform
 from hvelv.projects import service as projects
 from hvelv.projects.models import ApiKey, Project
 from hvelv.security.actions import ACTIONS, Action, Role, Scope
+from hvelv.security.auth_cache import Login, ProjectView
 from hvelv.security.authorize import Principal, PrincipalKind, authorize
 from hvelv.security.tokens import (
     API_KEY_PREFIX,
@@ -54,10 +56,41 @@ class RequestContext:
     request_id: str
     client: str | None
     principal: Principal | None = None
-    project: Project | None = None
     roles: frozenset[Role] = frozenset()
     loaded: list[Any] = field(default_factory=list)  # objects the handler will look up again
     _session: Session | None = field(default=None, repr=False)
+    # the request's project: its row, loaded by authentication or at first use, and the
+    # detached view authorization read (from the cache, when the row was not needed)
+    project_pid: str | None = None
+    _project: Project | None = field(default=None, repr=False)
+    _view: ProjectView | None = field(default=None, repr=False)
+    login: Login | None = field(default=None, repr=False)  # a user's login, as verified
+
+    @property
+    def project(self) -> Project | None:
+        """The project's row in this request's session (a query at first use when
+        authorization came from the cache: not on the event loop)."""
+        if self._project is None and self.project_pid is not None:
+            project = self.session.get(Project, self.project_pid)
+            if project is None:
+                raise NotFound(f"no project {self.project_pid}", code="project_not_found")
+            self._project = project
+        return self._project
+
+    @project.setter
+    def project(self, project: Project | None) -> None:
+        self._project = project
+        self._view = None
+        self.project_pid = project.pid if project is not None else None
+
+    @property
+    def project_view(self) -> ProjectView:
+        """The project as authorization saw it, without I/O (safe on the event loop)."""
+        if self._view is None:
+            if self._project is None:
+                raise NotFound("no project in this request")
+            self._view = projects.view(self._project)
+        return self._view
 
     @property
     def session(self) -> Session:
@@ -84,9 +117,9 @@ class RequestContext:
 
     @property
     def pid(self) -> str:
-        if self.project is None:
+        if self.project_pid is None:
             raise NotFound("no project in this request")
-        return self.project.pid
+        return self.project_pid
 
     def trail(self) -> AuditTrail:
         return AuditTrail(
@@ -217,7 +250,7 @@ def _authenticate(ctx: RequestContext, token: str) -> Principal:
         raise Unauthenticated("the session has ended; log in again", code="session_ended")
     if row.status != "active":
         raise Unauthenticated("the account is disabled", code="account_disabled")
-    return Principal(
+    principal = Principal(
         kind=PrincipalKind.USER,
         id=claims.user_id,
         name=row.username,
@@ -225,6 +258,8 @@ def _authenticate(ctx: RequestContext, token: str) -> Principal:
         scope_project=claims.scope_project,
         session_id=claims.session_id,
     )
+    ctx.login = Login(principal, claims.expires_at, row.expires_at.timestamp())
+    return principal
 
 
 def _upload_link(session: Session, token: str, now: datetime) -> Principal:
@@ -252,7 +287,7 @@ def _refuse(ctx: RequestContext, error: HvelvError, target: str | None) -> Hvelv
             action=ctx.action.value,
             actor=ctx.actor,
             outcome=Outcome.DENIED,
-            project_id=ctx.project.pid if ctx.project else None,
+            project_id=ctx.project_pid,
             target=target,
             request_id=ctx.request_id,
             client=ctx.client,
@@ -279,7 +314,9 @@ async def context(request: Request) -> AsyncIterator[RequestContext]:
     )
     info = ACTIONS[action]
     try:
-        if info.scope is not Scope.PUBLIC:
+        if info.scope is not Scope.PUBLIC and not (
+            not info.writes and _establish_cached(ctx, request)
+        ):
             await run_in_threadpool(_establish, ctx, request)
         yield ctx
     finally:
@@ -289,10 +326,48 @@ async def context(request: Request) -> AsyncIterator[RequestContext]:
             await run_in_threadpool(ctx.close)
 
 
+def _establish_cached(ctx: RequestContext, request: Request) -> bool:
+    """Authorize a user's read from :mod:`hvelv.security.auth_cache`, without I/O; False
+    when anything is missing there or the answer would be a refusal (the full path then
+    decides, and audits a refusal)."""
+    cache = ctx.platform.auth
+    if not cache.enabled:
+        return False
+    header = request.headers.get("authorization")
+    if header is None or header[:7].lower() != "bearer ":
+        return False
+    login = cache.login(header[7:].strip())
+    if login is None:
+        return False
+    now = time.time()
+    if login.token_expires_at <= now or login.session_expires_at <= now:
+        return False
+    principal = login.principal
+    pid = request.path_params.get("pid")
+    view: ProjectView | None = None
+    roles: frozenset[Role] = frozenset()
+    if pid is not None:
+        view = cache.project(pid) if isinstance(pid, str) else None
+        held = cache.roles(pid, int(principal.id)) if view is not None else None
+        if view is None or held is None:
+            return False
+        roles = held
+    facts = view.facts if view is not None else None
+    if not authorize(principal, ctx.action, facts, roles, datetime.now(UTC).date()).allowed:
+        return False
+    ctx.principal = principal
+    ctx.roles = roles
+    ctx.project_pid = pid
+    ctx._view = view
+    return True
+
+
 def _establish(ctx: RequestContext, request: Request) -> None:
     pid = request.path_params.get("pid")
     target = f"project:{pid}" if pid else None
     writes = ACTIONS[ctx.action].writes
+    cache = ctx.platform.auth
+    generation = cache.generation()  # before anything is read (see auth_cache)
     if writes:
         # Authenticate in a read transaction of the request's session, ended below: the write
         # transaction (SQLite's write gate, PostgreSQL's advisory lock) then begins at the
@@ -316,6 +391,13 @@ def _establish(ctx: RequestContext, request: Request) -> None:
             if ctx.principal.kind is PrincipalKind.USER:
                 ctx.roles = projects.roles_of(ctx.session, pid, int(ctx.principal.id))
     verdict = authorize(ctx.principal, ctx.action, facts, ctx.roles, datetime.now(UTC).date())
+    if verdict.allowed and ctx.login is not None:
+        token = _bearer(request)
+        assert token is not None
+        cache.put_login(token, ctx.login, generation)
+        if ctx.project is not None:
+            cache.put_project(ctx.project_view, generation)
+            cache.put_roles(ctx.project.pid, int(ctx.principal.id), ctx.roles, generation)
     if not verdict.allowed:
         if verdict.reason == "no_such_project" and ctx.principal.is_operator:
             raise _refuse(ctx, NotFound(f"no project {pid}", code="project_not_found"), target)

@@ -23,9 +23,9 @@ from hvelv.projects.schemas import (
     ProjectList,
     ProjectOut,
     ProjectUpdate,
-    Purpose,
 )
 from hvelv.security.actions import Action, Role
+from hvelv.security.auth_cache import ProjectView
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
@@ -34,7 +34,8 @@ Username = Annotated[str, Path(pattern=r"^[a-z][a-z0-9._-]{1,62}$", max_length=6
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]
 
 
-def project_out(project: Project) -> ProjectOut:
+def project_out(project: Project | ProjectView) -> ProjectOut:
+    """A project row, or the view authorization read (the same fields)."""
     return ProjectOut(
         pid=project.pid,
         name=project.name,
@@ -42,7 +43,7 @@ def project_out(project: Project) -> ProjectOut:
         ethics_ref=project.ethics_ref,
         approval_start=project.approval_start,
         approval_end=project.approval_end,
-        purposes=[Purpose(**p) for p in project.purposes],
+        purposes=list(project.purposes),  # dicts: validated into Purpose by the model
         status=project.status,
         active=service.facts(project).active_on(datetime.now(UTC).date()),
         quota_bytes=project.quota_bytes,
@@ -98,10 +99,9 @@ def list_projects(
 
 
 @endpoint(router, "GET", "/{pid}", Action.PROJECT_READ)
-def read_project(pid: Pid, ctx: Ctx) -> ProjectOut:
+async def read_project(pid: Pid, ctx: Ctx) -> ProjectOut:
     """A project's metadata (also while frozen, so members can see its status)."""
-    assert ctx.project is not None
-    return project_out(ctx.project)
+    return project_out(ctx.project_view)  # as authorization read it: no I/O here
 
 
 @endpoint(router, "PATCH", "/{pid}", Action.PROJECT_UPDATE)

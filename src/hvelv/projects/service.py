@@ -16,6 +16,7 @@ from hvelv.identity.models import User
 from hvelv.projects import keys
 from hvelv.projects.models import ApiKey, Membership, Project
 from hvelv.security.actions import Action, Role, api_key_grantable
+from hvelv.security.auth_cache import ProjectView
 from hvelv.security.authorize import ProjectFacts
 from hvelv.security.tokens import new_api_key
 
@@ -23,12 +24,31 @@ FIRST_NUMBER = 1001
 STATUSES = ("active", "frozen", "closed")
 
 
-def facts(project: Project) -> ProjectFacts:
+def facts(project: Project | ProjectView) -> ProjectFacts:
+    if isinstance(project, ProjectView):
+        return project.facts
     return ProjectFacts(
         pid=project.pid,
         status=project.status,
         approval_start=project.approval_start,
         approval_end=project.approval_end,
+    )
+
+
+def view(project: Project) -> ProjectView:
+    """The project's metadata detached from the session (kept by the authorization cache)."""
+    return ProjectView(
+        pid=project.pid,
+        name=project.name,
+        description=project.description,
+        ethics_ref=project.ethics_ref,
+        approval_start=project.approval_start,
+        approval_end=project.approval_end,
+        purposes=tuple(dict(p) for p in project.purposes),
+        status=project.status,
+        quota_bytes=project.quota_bytes,
+        created_at=project.created_at,
+        facts=facts(project),
     )
 
 
