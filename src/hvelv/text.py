@@ -7,6 +7,7 @@ terminals; both are refused at the edge with a clear 422.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Annotated, Any, get_args, get_origin
 
@@ -52,16 +53,27 @@ class RequestBody(BaseModel):
     @classmethod
     def _json_types(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for name, info in cls.model_fields.items():
-                value = data.get(info.alias or name)
+            for name, key, kind in _typed_fields(cls):
+                value = data.get(key)
                 if value is None:
                     continue
-                kind = _scalar(info.annotation)
                 if kind is float and (isinstance(value, bool | str)):
                     raise ValueError(f"{name} must be a number")
                 if kind is dt.date and not isinstance(value, str):
                     raise ValueError(f"{name} must be an ISO 8601 date or date-time string")
         return data
+
+
+@functools.cache
+def _typed_fields(model: type[BaseModel]) -> tuple[tuple[str, str, type], ...]:
+    """(name, JSON key, kind) of a body's number and date fields, worked out once per class
+    (it ran for every field of every body, responses that reuse a body class included)."""
+    found = []
+    for name, info in model.model_fields.items():
+        kind = _scalar(info.annotation)
+        if kind is not None:
+            found.append((name, info.alias or name, kind))
+    return tuple(found)
 
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]|$)")

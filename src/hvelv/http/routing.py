@@ -9,9 +9,9 @@ that bypasses this.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, params
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.routing import BaseRoute, Route
@@ -75,7 +75,9 @@ def endpoint(
             path,
             handler,
             methods=[method],
-            dependencies=[Depends(context)],
+            # a handler taking the context gets it (authorized) before anything else it
+            # depends on; the route-level dependency would only solve it a second time
+            dependencies=[] if _context_only(handler) else [Depends(context)],
             openapi_extra=extra,
             responses=_responses(action, errors or {}),
             **kwargs,
@@ -83,6 +85,22 @@ def endpoint(
         return handler
 
     return register
+
+
+def _context_only(handler: Callable[..., Any]) -> bool:
+    """The handler's only dependency parameter is the request context."""
+    try:
+        hints = get_type_hints(handler, include_extras=True)
+    except Exception:  # an annotation that does not resolve here: keep the route dependency
+        return False
+    calls = [
+        marker.dependency
+        for hint in hints.values()
+        if get_origin(hint) is Annotated
+        for marker in get_args(hint)[1:]
+        if isinstance(marker, params.Depends)
+    ]
+    return calls == [context]
 
 
 def page(
