@@ -30,7 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.server import hvelv_command, running_server
+from tests.support.server import hvelv_command, server_process
 
 from consent import load_raw  # bench/consent.py (this folder is on sys.path)
 from hvelv.security import totp
@@ -60,6 +60,12 @@ async def load(
     return done / elapsed, errors
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=8)
@@ -75,6 +81,15 @@ def main() -> None:
         )
         return rate, errors
 
+    def measure_cpu(
+        pid: int, url: str, headers: dict[str, str], seconds: float
+    ) -> tuple[float, int, float]:
+        """(requests/s, errors, server CPU ms per request: user + system of all its threads)."""
+        before = cpu_seconds(pid)
+        rate, errors = measure(url, headers, seconds)
+        used = cpu_seconds(pid) - before
+        return rate, errors, used * 1000 / max(rate * seconds, 1)
+
     with tempfile.TemporaryDirectory(prefix="hvelv-bench-") as tmp:
         home = Path(tmp) / "home"
         env = {"HVELV_HOME": str(home), "HVELV_LOG_LEVEL": "WARNING"}
@@ -86,7 +101,7 @@ def main() -> None:
             check=True,
         )
         creds = json.loads(init.stdout)
-        with running_server(env, Path(tmp) / "server.log") as url:
+        with server_process(env, Path(tmp) / "server.log") as (url, process):
             token = httpx.post(
                 f"{url}/v1/auth/token",
                 json={
@@ -109,14 +124,22 @@ def main() -> None:
                 },
             ).json()["pid"]
             measure(f"{url}/healthz", {}, 1)  # warm-up
-            trivial, e1 = measure(f"{url}/healthz", {}, args.seconds)
-            authed, e2 = measure(f"{url}/v1/projects/{pid}", auth, args.seconds)
+            trivial, e1, cpu1 = measure_cpu(process.pid, f"{url}/healthz", {}, args.seconds)
+            authed, e2, cpu2 = measure_cpu(
+                process.pid, f"{url}/v1/projects/{pid}", auth, args.seconds
+            )
     print(
         f"concurrency {args.concurrency} ({args.client} client), {args.seconds:.0f} s each, "
         "1 server worker, loopback"
     )
-    print(f"trivial GET /healthz:              {trivial:,.0f} req/s ({e1} errors)")
-    print(f"authenticated GET /v1/projects/ID: {authed:,.0f} req/s ({e2} errors)")
+    print(
+        f"trivial GET /healthz:              {trivial:,.0f} req/s ({e1} errors), "
+        f"server CPU {cpu1:.3f} ms/request"
+    )
+    print(
+        f"authenticated GET /v1/projects/ID: {authed:,.0f} req/s ({e2} errors), "
+        f"server CPU {cpu2:.3f} ms/request"
+    )
     print(f"goal auth_rps_ratio = {authed / trivial:.2f} (target >= 0.8)")
 
 

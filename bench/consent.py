@@ -182,14 +182,14 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else float("nan")
 
 
-def part_b(seconds: float, concurrency: int, client: str) -> tuple[float, float]:
+def part_b(seconds: float, concurrency: int, client: str, workers: int) -> tuple[float, float]:
     load = load_raw if client == "raw" else load_httpx
     with tempfile.TemporaryDirectory(prefix="hvelv-bench-consent-") as tmp:
         home = Path(tmp) / "home"
         env = {"HVELV_HOME": str(home), "HVELV_LOG_LEVEL": "WARNING"}
         operator = cli(env, "init")
         manager = cli(env, "user", "create", "dm")
-        with running_server(env, Path(tmp) / "server.log") as url:
+        with running_server(env, Path(tmp) / "server.log", workers) as url:
             op = login(url, operator)
             dm = login(url, manager)
             pid = ok(
@@ -252,8 +252,8 @@ def part_b(seconds: float, concurrency: int, client: str) -> tuple[float, float]
             trivial, trivial_ms, e1 = asyncio.run(load(health, seconds))
             rate, change_ms, e2 = asyncio.run(load(changes, seconds))
             verify = ok(httpx.get(f"{base}/ledger/verify", headers=dm))
-    print(f"info api: {concurrency} clients ({client}), {seconds:.0f} s each, 1 server worker, "
-          f"SQLite (synchronous=FULL), loopback")  # fmt: skip
+    print(f"info api: {concurrency} clients ({client}), {seconds:.0f} s each, {workers} server "
+          f"worker(s), SQLite (synchronous=FULL), loopback")  # fmt: skip
     print(f"info trivial GET /healthz: {trivial:,.0f} req/s, p99 {p99(trivial_ms):.1f} ms "
           f"({e1} errors)")  # fmt: skip
     print(f"info consent change POST .../items/hmb: {rate:,.0f} changes/s, p50 "
@@ -270,6 +270,9 @@ def main() -> int:
     parser.add_argument("--participants", type=int, default=1_000_000)
     parser.add_argument("--skip-snapshot", action="store_true", help="only part (b)")
     parser.add_argument(
+        "--workers", type=int, default=1, help="server worker processes (hvelv serve --workers)"
+    )
+    parser.add_argument(
         "--client",
         choices=["raw", "httpx"],
         default="raw",
@@ -280,7 +283,7 @@ def main() -> int:
         status = consent_snapshot.main(["--participants", str(args.participants)])
         if status:
             return status
-    rate, latency = part_b(args.seconds, args.concurrency, args.client)
+    rate, latency = part_b(args.seconds, args.concurrency, args.client, args.workers)
     print(f"goal api_changes_per_s = {rate:.0f} (target >= 500)")
     print(f"goal api_p99_ms = {latency:.1f} (target <= 100)")
     return 0

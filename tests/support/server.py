@@ -26,14 +26,14 @@ def hvelv_command() -> list[str]:
 
 @contextmanager
 def server_process(
-    env: dict[str, str], log: Path, port: int | None = None
+    env: dict[str, str], log: Path, port: int | None = None, workers: int = 1
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A live server and its process (tests that kill it use the process)."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [*hvelv_command(), "serve", "--port", str(port)],
+            [*hvelv_command(), "serve", "--port", str(port), "--workers", str(workers)],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -63,6 +63,6 @@ def server_process(
 
 
 @contextmanager
-def running_server(env: dict[str, str], log: Path) -> Iterator[str]:
-    with server_process(env, log) as (url, _):
+def running_server(env: dict[str, str], log: Path, workers: int = 1) -> Iterator[str]:
+    with server_process(env, log, workers=workers) as (url, _):
         yield url
