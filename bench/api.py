@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.server import hvelv_command, server_process
 
-from consent import load_raw  # bench/consent.py (this folder is on sys.path)
+from consent import cpu_seconds, load_raw  # bench/consent.py (this folder is on sys.path)
 from hvelv.security import totp
 
 
@@ -58,12 +58,6 @@ async def load(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return done / elapsed, errors
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (all threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

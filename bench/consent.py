@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tests.support.participants import national_id
-from tests.support.server import hvelv_command, running_server
+from tests.support.server import hvelv_command, server_process
 
 import consent_snapshot
 from hvelv.config import load_settings
@@ -177,6 +177,19 @@ async def load_raw(
     return (len(latencies) - errors) / elapsed, latencies, errors
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(root: int) -> list[int]:
+    """The server process and its worker processes (``--workers``)."""
+    children = Path(f"/proc/{root}/task/{root}/children")
+    found = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return [root, *found]
+
+
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else float("nan")
@@ -189,7 +202,7 @@ def part_b(seconds: float, concurrency: int, client: str, workers: int) -> tuple
         env = {"HVELV_HOME": str(home), "HVELV_LOG_LEVEL": "WARNING"}
         operator = cli(env, "init")
         manager = cli(env, "user", "create", "dm")
-        with running_server(env, Path(tmp) / "server.log", workers) as url:
+        with server_process(env, Path(tmp) / "server.log", workers=workers) as (url, process):
             op = login(url, operator)
             dm = login(url, manager)
             pid = ok(
@@ -249,16 +262,27 @@ def part_b(seconds: float, concurrency: int, client: str, workers: int) -> tuple
             changes = [("POST", change_url, h, {"granted": False}) for h in participants]
             asyncio.run(load(health, 1))  # warm-up
             asyncio.run(load(changes[:4], 1))
+            pids = server_pids(process.pid)
+
+            def cpu() -> float:
+                return sum(cpu_seconds(p) for p in pids)
+
+            before = cpu()
             trivial, trivial_ms, e1 = asyncio.run(load(health, seconds))
+            middle = cpu()
             rate, change_ms, e2 = asyncio.run(load(changes, seconds))
+            after = cpu()
+            trivial_cpu = (middle - before) * 1000 / max(trivial * seconds, 1)
+            change_cpu = (after - middle) * 1000 / max(rate * seconds, 1)
             verify = ok(httpx.get(f"{base}/ledger/verify", headers=dm))
     print(f"info api: {concurrency} clients ({client}), {seconds:.0f} s each, {workers} server "
           f"worker(s), SQLite (synchronous=FULL), loopback")  # fmt: skip
     print(f"info trivial GET /healthz: {trivial:,.0f} req/s, p99 {p99(trivial_ms):.1f} ms "
-          f"({e1} errors)")  # fmt: skip
+          f"({e1} errors), server CPU {trivial_cpu:.3f} ms/request")  # fmt: skip
     print(f"info consent change POST .../items/hmb: {rate:,.0f} changes/s, p50 "
           f"{sorted(change_ms)[len(change_ms) // 2]:.1f} ms, p99 {p99(change_ms):.1f} ms "
-          f"({e2} errors); ledger verified: {verify['events']} events")  # fmt: skip
+          f"({e2} errors), server CPU {change_cpu:.3f} ms/change; ledger verified: "
+          f"{verify['events']} events")  # fmt: skip
     print(f"info changes/trivial ratio = {rate / trivial:.2f}")
     return rate, p99(change_ms)
 

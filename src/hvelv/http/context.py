@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from hvelv.audit.ledger import AuditRecord, Outcome
 from hvelv.audit.trail import AuditTrail
 from hvelv.consent import access as participant_access
+from hvelv.consent.models import ParticipantSession
 from hvelv.db.engine import WRITE_OPTION
 from hvelv.errors import Forbidden, HvelvError, NotFound, Unauthenticated
 from hvelv.files.models import UploadLink
@@ -29,7 +30,7 @@ from hvelv.platform import Platform
 from hvelv.projects import service as projects
 from hvelv.projects.models import ApiKey, Project
 from hvelv.security.actions import ACTIONS, Action, Role, Scope
-from hvelv.security.auth_cache import Login, ProjectView
+from hvelv.security.auth_cache import AuthCache, Login, ParticipantLogin, ProjectView
 from hvelv.security.authorize import Principal, PrincipalKind, authorize
 from hvelv.security.tokens import (
     API_KEY_PREFIX,
@@ -314,9 +315,7 @@ async def context(request: Request) -> AsyncIterator[RequestContext]:
     )
     info = ACTIONS[action]
     try:
-        if info.scope is not Scope.PUBLIC and not (
-            not info.writes and _establish_cached(ctx, request)
-        ):
+        if info.scope is not Scope.PUBLIC and not _establish_cached(ctx, request):
             await run_in_threadpool(_establish, ctx, request)
         yield ctx
     finally:
@@ -324,6 +323,17 @@ async def context(request: Request) -> AsyncIterator[RequestContext]:
             ctx.close()
         else:
             await run_in_threadpool(ctx.close)
+
+
+def _keep_participant(ctx: RequestContext, request: Request, generation: int) -> None:
+    header = request.headers.get("authorization") or ""
+    token = header[7:].strip()
+    opened = [o for o in ctx.loaded if isinstance(o, ParticipantSession)]
+    if header[:7].lower() != "bearer " or not token or len(opened) != 1:
+        return  # the portal's cookie, or not what authentication read: not kept
+    assert ctx.principal is not None
+    login = ParticipantLogin(ctx.principal, opened[0].expires_at.timestamp(), tuple(ctx.loaded))
+    ctx.platform.auth.put_participant(token, login, generation)
 
 
 def _establish_cached(ctx: RequestContext, request: Request) -> bool:
@@ -336,8 +346,11 @@ def _establish_cached(ctx: RequestContext, request: Request) -> bool:
     header = request.headers.get("authorization")
     if header is None or header[:7].lower() != "bearer ":
         return False
-    login = cache.login(header[7:].strip())
-    if login is None:
+    token = header[7:].strip()
+    if token.startswith(participant_access.SESSION_PREFIX):
+        return _participant_cached(ctx, cache, token)
+    login = cache.login(token)
+    if login is None or ACTIONS[ctx.action].writes:
         return False
     now = time.time()
     if login.token_expires_at <= now or login.session_expires_at <= now:
@@ -359,6 +372,21 @@ def _establish_cached(ctx: RequestContext, request: Request) -> bool:
     ctx.roles = roles
     ctx.project_pid = pid
     ctx._view = view
+    return True
+
+
+def _participant_cached(ctx: RequestContext, cache: AuthCache, token: str) -> bool:
+    """A participant session from the cache (their routes have no project in the path; the
+    consent routes write through the group-commit writer, which checks the state and any
+    proxy again inside its transaction)."""
+    login = cache.participant(token)
+    if login is None or login.session_expires_at <= time.time():
+        return False
+    today = datetime.now(UTC).date()
+    if not authorize(login.principal, ctx.action, None, frozenset(), today).allowed:
+        return False
+    ctx.principal = login.principal
+    ctx.loaded.extend(login.kept)
     return True
 
 
@@ -391,6 +419,8 @@ def _establish(ctx: RequestContext, request: Request) -> None:
             if ctx.principal.kind is PrincipalKind.USER:
                 ctx.roles = projects.roles_of(ctx.session, pid, int(ctx.principal.id))
     verdict = authorize(ctx.principal, ctx.action, facts, ctx.roles, datetime.now(UTC).date())
+    if verdict.allowed and ctx.principal.kind is PrincipalKind.PARTICIPANT and pid is None:
+        _keep_participant(ctx, request, generation)
     if verdict.allowed and ctx.login is not None:
         token = _bearer(request)
         assert token is not None

@@ -1,22 +1,23 @@
 """What authentication learnt from the database, kept for a moment: user logins, projects,
-roles.
+roles, participant sessions.
 
 An authenticated read used to cost three queries and a threadpool call before its handler
-ran (≈ 12 × the CPU of a public request). This cache lets a user's repeated requests be
+ran (≈ 12 × the CPU of a public request). This cache lets repeated requests of one login be
 authorized without I/O, from what the last full check read:
 
 * **Same process: exact.** Every entry carries the generation of a
-  :class:`~hvelv.db.engine.TableWatch` over the tables authorization reads (users, login
-  sessions, memberships, projects). The generation moves after any commit through this
-  process's sessions that wrote to one of them (logout, disabling a user, a role or project
-  status change), and an entry read at an older generation is never used again.
+  :class:`~hvelv.db.engine.TableWatch` over the tables authentication and authorization read
+  (users, login sessions, memberships, projects; participants, their sessions and proxies).
+  The generation moves after any commit through this process's sessions that wrote to one of
+  them (logout, disabling a user, a role or project status change, a participant signing out,
+  a representation ending), and an entry read at an older generation is never used again.
 * **Other processes** (a second replica, the ``hvelv`` CLI on the same database): an entry
   is used for at most ``auth_cache_seconds`` (default 2 s; 0 turns the cache off), so their
   changes take effect within that time.
 
-Only what the full check allowed is kept, and only user logins (access tokens): a refusal,
-an API key (every use is audited), an upload link or a participant session always takes the
-full path. The access token's own expiry and the login's expiry are checked on every request.
+Only what the full check allowed is kept, and only user logins (access tokens; for reads) and
+participant sessions: a refusal, an API key (every use is audited) or an upload link always
+takes the full path. Token and session expiry are checked on every request.
 """
 
 from __future__ import annotations
@@ -35,8 +36,18 @@ from hvelv.security.authorize import Principal, ProjectFacts
 K = TypeVar("K")
 V = TypeVar("V")
 
-# the tables whose rows decide authentication and authorization of a user
-AUTH_TABLES = frozenset({"users", "auth_sessions", "memberships", "projects"})
+# the tables whose rows decide authentication and authorization of a user or a participant
+AUTH_TABLES = frozenset(
+    {
+        "users",
+        "auth_sessions",
+        "memberships",
+        "projects",
+        "consent_participant_sessions",
+        "consent_participants",
+        "consent_proxies",
+    }
+)
 MAX_ENTRIES = 10_000
 
 
@@ -64,6 +75,15 @@ class Login:
     session_expires_at: float  # the login session's expiry (epoch seconds)
 
 
+@dataclass(frozen=True)
+class ParticipantLogin:
+    principal: Principal
+    session_expires_at: float  # epoch seconds
+    # the participant's session and participant rows as authentication read them, detached
+    # (read their attributes only): the consent routes take them from ``RequestContext.loaded``
+    kept: tuple[Any, ...]
+
+
 @dataclass
 class _Entry(Generic[V]):
     value: V
@@ -88,6 +108,7 @@ class AuthCache:
         self._logins: _Table[str, Login] = _Table()
         self._projects: _Table[str, ProjectView] = _Table()
         self._roles: _Table[tuple[str, int], frozenset[Role]] = _Table()
+        self._participants: _Table[str, ParticipantLogin] = _Table()
         self._lock = threading.Lock()
 
     @property
@@ -100,6 +121,12 @@ class AuthCache:
 
     def login(self, token: str) -> Login | None:
         return self._get(self._logins, token)
+
+    def participant(self, token: str) -> ParticipantLogin | None:
+        return self._get(self._participants, token)
+
+    def put_participant(self, token: str, login: ParticipantLogin, generation: int) -> None:
+        self._put(self._participants, token, login, generation)
 
     def project(self, pid: str) -> ProjectView | None:
         return self._get(self._projects, pid)
