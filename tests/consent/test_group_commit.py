@@ -234,3 +234,38 @@ def test_a_refused_change_in_a_batch_is_a_409_and_keeps_the_others(consent: Cons
     _check_consistent(consent, names)
     with consent.platform.db.read() as session:
         assert session.query(Participant).filter_by(project_id=consent.pid).count() == 2
+
+
+def _position(consent: Consent, pseudonym: str, out: list[int]) -> Any:
+    """A batch job that reads the participant's state from the cache, as the route does."""
+
+    def job(session: Session) -> None:
+        cache = consent.platform.consent_cache
+        _, position, _ = cache.state_of(
+            session, consent.pid, AGE, pseudonym, dt.datetime.now(dt.UTC)
+        )
+        out.append(position)
+
+    return job
+
+
+def test_one_refresh_per_batch_still_sees_every_append_of_the_batch(consent: Consent) -> None:
+    """The cache refreshes once per batch; an append made without telling the cache (the
+    ``_change`` job here) is still seen by the batch's next read, through the ledger head."""
+    names = _adults(consent, 2)
+    for name in names:
+        assert consent.give(consent.participant(name), hmb=True).status_code == 201
+    writer = consent.platform.batch
+    positions: list[int] = []
+    with held(writer):
+        futures = [
+            writer.submit(_position(consent, names[0], positions)),
+            writer.submit(_change(consent, names[0], False)),
+            writer.submit(_position(consent, names[0], positions)),
+            writer.submit(_change(consent, names[1], False)),
+            writer.submit(_change(consent, names[0], True)),
+            writer.submit(_position(consent, names[0], positions)),
+        ]
+    assert _results(futures) == [None, 3, None, 4, 5, None]
+    assert positions == [1, 3, 5]  # the participant's newest event each time
+    _check_consistent(consent, names)

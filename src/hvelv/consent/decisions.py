@@ -25,6 +25,7 @@ from sqlalchemy import String, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from hvelv.audit.trail import AuditTrail
+from hvelv.consent import ledger
 from hvelv.consent.decision import EMPTY_STATE, ConsentState, decide
 from hvelv.consent.mapping import (
     approval_from_dict,
@@ -189,8 +190,21 @@ class ConsentCache:
     ) -> Iterator[_ProjectIndex]:
         entry = self._entry(pid, age_of_majority)
         try:
-            batch.watch(session, (_WATCH_KEY, id(self), pid), lambda: _BatchWatch(self, pid))
-            entry.refresh(session, pid)
+            watch = batch.watch(
+                session, (_WATCH_KEY, id(self), pid), lambda: _BatchWatch(self, pid)
+            )
+            # In a batch, one refresh is enough: its transaction holds the write lock, so
+            # nothing else commits until it ends, and its own appends reach the index through
+            # `appended` (a job that fails, an append the index could not take or one made
+            # without `appended` — the batch's ledger head shows it — ends this).
+            if (
+                watch is None
+                or watch.current is not entry
+                or ledger.batch_head(session, pid) not in (None, entry.last_seq)
+            ):
+                entry.refresh(session, pid)
+                if watch is not None:
+                    watch.current = entry
             yield entry
         finally:
             entry.lock.release()
@@ -226,10 +240,14 @@ class ConsentCache:
         if entry is None:
             return
         try:
-            batch.watch(session, (_WATCH_KEY, id(self), pid), lambda: _BatchWatch(self, pid))
+            watch = batch.watch(
+                session, (_WATCH_KEY, id(self), pid), lambda: _BatchWatch(self, pid)
+            )
             if entry.last_seq != rows[0].seq - 1 or any(
                 r.participant_id not in entry.names for r in rows
             ):
+                if watch is not None:
+                    watch.current = None
                 return  # not contiguous: the next refresh reads them
             for r in rows:
                 entry.live.apply(event_from_row(r, entry.names[r.participant_id]))
@@ -312,8 +330,11 @@ class _BatchWatch:
         self.cache = cache
         self.pid = pid
         self.held: _ProjectIndex | None = None
+        # the index refreshed in this batch and kept up to date with its appends since
+        self.current: _ProjectIndex | None = None
 
     def job_failed(self, session: Session) -> None:
+        self.current = None
         self.cache._drop_if_ahead(session, self.pid)
 
     def before_commit(self, session: Session) -> None:

@@ -135,6 +135,14 @@ def append(session: Session, pid: str, events: Sequence[NewEvent]) -> list[Conse
 _BATCH_KEY = "hvelv-consent-ledger"
 
 
+def batch_head(session: Session, pid: str) -> int | None:
+    """The seq of the newest event appended to ``pid``'s ledger by ``session``'s group-commit
+    batch so far; None outside a batch or before the batch's first append to it."""
+    heads = batch.watch(session, _BATCH_KEY, _Heads)
+    known = None if heads is None else heads.get(session, pid)
+    return None if known is None else known[0]
+
+
 class _Heads:
     """Each project's ledger head as appended by a group-commit batch (a
     :class:`hvelv.db.batch.Watcher`): the batch holds the write lock, so after its first append
@@ -156,7 +164,7 @@ class _Heads:
             self.heads, self.job = self.mark, 0
 
     def before_commit(self, session: Session) -> None:
-        pass
+        """Nothing to write: the heads live in the rows the batch already inserted."""
 
     def after_commit(self, committed: bool) -> None:
         self.heads = {}
