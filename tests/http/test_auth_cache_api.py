@@ -139,3 +139,14 @@ def test_a_refusal_is_never_cached_and_is_audited_each_time(
     assert audit.status_code == 200, audit.text
     denied = [e for e in audit.json()["items"] if e["outcome"] == "denied"]
     assert len(denied) >= 3
+
+
+def test_the_cached_read_renders_the_project_as_the_listing_does(
+    client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    owner = people["owner"]
+    warm(client, owner, project)
+    read = client.get(f"/v1/projects/{project}", headers=owner.headers)
+    assert read.headers["content-type"] == "application/json"
+    listed = client.get("/v1/projects", headers=owner.headers).json()["items"]
+    assert [read.json()] == [p for p in listed if p["pid"] == project]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
@@ -66,6 +66,8 @@ class ProjectView:
     quota_bytes: int | None
     created_at: datetime
     facts: ProjectFacts  # what authorization decides on
+    # renderings of this view kept with it (e.g. the API's JSON of it, per day)
+    memo: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
