@@ -14,6 +14,7 @@ with the exact sequential walk, which names the first problem and words it.
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from dataclasses import dataclass
 from hashlib import sha256
@@ -246,6 +247,9 @@ def open_connection(dialect: str, url: str) -> Any:
     if dialect == "sqlite":
         conn = sqlite3.connect(url, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only = 1")
+        # read the file through a mapping (SQLite caps the size at its compile-time limit):
+        # measured 0.2 instead of 0.5-0.9 us/event of system time in read() calls
+        conn.execute("PRAGMA mmap_size = 2147418112")
         return conn
     import psycopg
 
@@ -254,6 +258,10 @@ def open_connection(dialect: str, url: str) -> Any:
 
 def init_worker(dialect: str, url: str, public_key: bytes) -> None:
     global _worker
+    # a forked worker inherits the parent's heap: keep the collector from walking it (and
+    # from touching its pages); the chunk loop makes no reference cycles
+    gc.freeze()
+    gc.disable()
     _worker = (
         open_connection(dialect, url),
         dialect,

@@ -26,7 +26,7 @@ from hvelv.audit.models import AuditCheckpoint, AuditHead
 
 BATCH = 20_000
 CHUNK = 1 << 16  # events per chunk (a power of two: a complete chunk is a perfect subtree)
-MIN_PARALLEL_CHUNKS = 4  # below this, chunks are verified in-process (no pool start-up)
+MIN_PARALLEL_CHUNKS = 2  # below this, chunks are verified in-process (no pool start-up)
 
 _SQLITE_MISMATCH = (
     f"SELECT seq FROM audit_events WHERE {chunks.SQLITE_COLUMNS} ORDER BY seq LIMIT 1"  # noqa: S608
