@@ -3,12 +3,22 @@
 Recomputes the hash chain, the links between events, the Merkle checkpoints and their
 signatures, the signed head, and checks that the filter columns agree with each event's
 body. Reports the first event that was altered, removed or inserted.
+
+:func:`verify` splits the ledger into aligned chunks verified by worker processes
+(:mod:`hvelv.audit.chunks`) and stitches their summaries; :func:`verify_sequential` is the
+one-pass walk it falls back on from the first chunk that is not clean, and the reference
+the tests compare it with.
+
+Worker processes are forked (fast, everything already imported). They open connections of
+their own and never use the parent's; call :func:`verify` without an SQLite transaction
+open in the calling process (the CLI and the benchmark hold none).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -141,15 +151,16 @@ def verify(
     if total <= 0:
         return verify_sequential(engine, public_key)
     count = (total + chunk_size - 1) // chunk_size
+    signed = [
+        (cp.tree_size, cp.root_hash, cp.chain_hash, cp.created_at, cp.signature)
+        for _, cp in sorted(checkpoints.items())
+    ]
+    sizes = [row[0] for row in signed]
     tasks = []
     for index in range(count):
         lo = index * chunk_size + 1
         hi = min(lo + chunk_size - 1, total)
-        inside = tuple(
-            (cp.tree_size, cp.root_hash, cp.chain_hash, cp.created_at, cp.signature)
-            for size, cp in sorted(checkpoints.items())
-            if lo <= size <= hi
-        )
+        inside = tuple(signed[bisect_left(sizes, lo) : bisect_right(sizes, hi)])
         tasks.append(chunks.ChunkTask(index, lo, hi, index == 0, index == count - 1, inside))
     results = _run_chunks(engine, public_key, tasks, workers)
     return _stitch(engine, public_key, checkpoints, head, tasks, results)
