@@ -66,9 +66,11 @@ PG_COLUMNS = """
   OR j->>'project' IS DISTINCT FROM project_id
   OR j->>'target' IS DISTINCT FROM target
 """
+# OFFSET 0 keeps the planner from inlining the subquery into each of the seven references
+# (seven JSON parses per row): measured 23 -> 4-6 us/event
 _PG_MISMATCH = (
     "SELECT seq FROM audit_events, "
-    "LATERAL (SELECT convert_from(body, 'UTF8')::jsonb AS j) AS b "
+    "LATERAL (SELECT convert_from(body, 'UTF8')::jsonb AS j OFFSET 0) AS b "
     "WHERE {range} AND ({checks}) ORDER BY seq LIMIT 1"
 )
 
@@ -121,7 +123,8 @@ def run_chunk(
     if sqlite:
         cursor = conn.cursor()
     else:
-        cursor = conn.cursor(name=f"hvelv_audit_chunk_{task.index}")
+        # binary: bytea arrives as raw bytes, not hex text (measured 6.5-7.8 -> 3.5-5.4 us/event)
+        cursor = conn.cursor(name=f"hvelv_audit_chunk_{task.index}", binary=True)
         cursor.itersize = FETCH
     try:
         cursor.execute(_CHAIN.format(range=where), params)

@@ -44,7 +44,7 @@ _SQLITE_MISMATCH = (
 
 _PG_MISMATCH = (
     "SELECT seq FROM audit_events, "  # noqa: S608 (constant text)
-    "LATERAL (SELECT convert_from(body, 'UTF8')::jsonb AS j) AS b "
+    "LATERAL (SELECT convert_from(body, 'UTF8')::jsonb AS j OFFSET 0) AS b "
     f"WHERE {chunks.PG_COLUMNS} ORDER BY seq LIMIT 1"
 )
 
