@@ -35,7 +35,7 @@ from hvelv.audit.ledger import GENESIS, checkpoint_message, head_message
 from hvelv.audit.models import AuditCheckpoint, AuditHead
 
 BATCH = 20_000
-CHUNK = 1 << 16  # events per chunk (a power of two: a complete chunk is a perfect subtree)
+CHUNK = 1 << 15  # events per chunk (a power of two: a complete chunk is a perfect subtree)
 MIN_PARALLEL_CHUNKS = 2  # below this, chunks are verified in-process (no pool start-up)
 
 _SQLITE_MISMATCH = (
