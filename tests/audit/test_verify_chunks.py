@@ -231,3 +231,43 @@ def test_property_chunked_equals_sequential(
             position = min(position, size // 10 * 10)
     TAMPER[kind](platform, position)
     assert chunked(platform, chunk_size, 1) == sequential(platform)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_events_appended_while_verifying_are_not_insertions(
+    platform: Platform, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live server appends after the head was read: the chunks stop at that head."""
+    from hvelv.audit import verify as module
+
+    fill(platform, 40)
+    run_chunks = module._run_chunks
+
+    def append_first(*args: object, **kwargs: object) -> object:
+        fill(platform, 7)
+        return run_chunks(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_run_chunks", append_first)
+    result = chunked(platform, 8, workers)
+    assert result.ok, result.problem
+    assert result.events == 40
+    assert sequential(platform).events == 47
+
+
+def test_events_appended_while_verifying_a_tampered_ledger(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk again from a chunk that is not clean also stops at the head read first."""
+    from hvelv.audit import verify as module
+
+    fill(platform, 40)
+    run_sql(platform, "DELETE FROM audit_events WHERE seq > 37")
+    expected = sequential(platform)
+    run_chunks = module._run_chunks
+
+    def append_first(*args: object, **kwargs: object) -> object:
+        run_sql(platform, "UPDATE audit_head SET seq = 45")
+        return run_chunks(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_run_chunks", append_first)
+    assert chunked(platform, 8, 1) == expected

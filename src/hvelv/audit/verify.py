@@ -70,17 +70,26 @@ class Report:
 Row = tuple[int, bytes, bytes, bytes]
 
 
-def _rows(engine: Engine, since: int | None = None) -> Generator[Row, None, None]:
-    """The events in seq order (those with ``seq >= since`` when given)."""
+def _rows(
+    engine: Engine, since: int | None = None, until: int | None = None
+) -> Generator[Row, None, None]:
+    """The events in seq order (only ``since <= seq <= until`` for the bounds given)."""
     raw = engine.raw_connection()
     try:
         driver: Any = raw.driver_connection
         sqlite = engine.dialect.name == "sqlite"
-        query = "SELECT seq, body, prev_hash, hash FROM audit_events"
-        params: tuple[int, ...] = ()
+        mark = "?" if sqlite else "%s"
+        clauses: list[str] = []
+        params: list[int] = []
         if since is not None:
-            query += " WHERE seq >= " + ("?" if sqlite else "%s")
-            params = (since,)
+            clauses.append(f"seq >= {mark}")
+            params.append(since)
+        if until is not None:
+            clauses.append(f"seq <= {mark}")
+            params.append(until)
+        query = "SELECT seq, body, prev_hash, hash FROM audit_events"
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
         query += " ORDER BY seq"
         if sqlite:
             cursor = driver.cursor()
@@ -88,7 +97,7 @@ def _rows(engine: Engine, since: int | None = None) -> Generator[Row, None, None
             cursor = driver.cursor(name="hvelv_audit_verify")
             cursor.itersize = BATCH
         try:
-            cursor.execute(query, params)
+            cursor.execute(query, tuple(params))
             while True:
                 batch = cursor.fetchmany(BATCH)
                 if not batch:
@@ -110,10 +119,27 @@ def _column_mismatch(engine: Engine) -> int | None:
 
 
 def _read_signed(engine: Engine) -> tuple[dict[int, Any], Any]:
+    checkpoints, head, _ = _read_signed_and_outside(engine)
+    return checkpoints, head
+
+
+def _read_signed_and_outside(engine: Engine) -> tuple[dict[int, Any], Any, bool]:
+    """Checkpoints, head, and whether any event lies outside ``1..head.seq`` — in one snapshot
+    (events, checkpoints and head are written in one transaction), so events appended by a
+    live server after this point are not taken for insertions."""
     with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
         checkpoints = {cp.tree_size: cp for cp in conn.execute(select(AuditCheckpoint)).all()}
         head = conn.execute(select(AuditHead).where(AuditHead.id == 1)).one()
-    return checkpoints, head
+        outside = conn.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq > :head) "
+                "OR EXISTS (SELECT 1 FROM audit_events WHERE seq < 1)"
+            ),
+            {"head": head.seq},
+        ).scalar()
+    return checkpoints, head, bool(outside)
 
 
 def verify_sequential(engine: Engine, public_key: Ed25519PublicKey) -> Report:
@@ -146,7 +172,7 @@ def verify(
     one :func:`verify_sequential` reports."""
     if chunk_size < 1 or chunk_size & (chunk_size - 1):
         raise ValueError(f"chunk_size must be a power of two, not {chunk_size}")
-    checkpoints, head = _read_signed(engine)
+    checkpoints, head, outside = _read_signed_and_outside(engine)
     total = int(head.seq)
     if total <= 0:
         return verify_sequential(engine, public_key)
@@ -161,7 +187,10 @@ def verify(
         lo = index * chunk_size + 1
         hi = min(lo + chunk_size - 1, total)
         inside = tuple(signed[bisect_left(sizes, lo) : bisect_right(sizes, hi)])
-        tasks.append(chunks.ChunkTask(index, lo, hi, index == 0, index == count - 1, inside))
+        # the chunks end at the head read above unless events lay beyond it then (those are
+        # insertions, and the last chunk takes them in to fail); later appends are not read
+        last = index == count - 1
+        tasks.append(chunks.ChunkTask(index, lo, hi, index == 0, last and outside, inside))
     results = _run_chunks(engine, public_key, tasks, workers)
     return _stitch(engine, public_key, checkpoints, head, tasks, results)
 
@@ -238,7 +267,12 @@ def _stitch(
     else:
         return _finish(checkpoints, head, public_key, lambda: mismatch, start)
     # walk again from the first chunk that is not clean: the exact problem and its wording
-    rows = _rows(engine, None if start.expected == 1 else start.expected)
+    last = tasks[-1]
+    rows = _rows(
+        engine,
+        None if start.expected == 1 else start.expected,
+        None if last.open_above else last.hi,
+    )
     try:
         return _walk(rows, checkpoints, head, public_key, lambda: mismatch, start)
     finally:
