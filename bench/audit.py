@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -92,9 +93,14 @@ def main() -> None:
         bulk_s = time.perf_counter() - started
         del blob, bodies
 
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = time.process_time()
         started = time.perf_counter()
         report = verify(db.engine, keyring.signing_public)
         verify_s = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        workers_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
         assert report.ok, report.problem
         db.dispose()
 
@@ -111,6 +117,10 @@ def main() -> None:
         f"verify (db + chain + Merkle): {n / verify_s:,.0f} events/s, "
         f"{total_bytes / verify_s / 1e6:,.0f} MB/s"
         f" ({verify_s:.2f} s, {report.checkpoints} checkpoints)"
+    )
+    print(
+        f"verify CPU time:              {cpu + workers_cpu:.2f} s "
+        f"({cpu:.2f} s this process, {workers_cpu:.2f} s worker processes)"
     )
     print(f"goal audit_verify_vs_sha256 = {raw_s / verify_s:.2f} (target >= 0.5)")
     print(f"goal audit_append_per_s = {append_rate:.0f} (target >= 20000)")

@@ -1,0 +1,273 @@
+"""The chunked verifier reports exactly what the sequential walk reports, for every kind of
+tampering at a chunk boundary and inside a chunk, in-process and with worker processes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from hvelv.audit.ledger import GENESIS, AuditRecord, canonical, chain_hash, checkpoint_message
+from hvelv.audit.verify import Report, verify, verify_sequential
+from hvelv.platform import Platform
+
+
+def fill(platform: Platform, count: int) -> None:
+    records = [
+        AuditRecord(
+            action="test.event",
+            actor=f"user:u{i % 7}",
+            project_id=f"p{i % 3}" if i % 2 else None,
+            target=f"thing:{i}",
+            details={"i": i, "note": 'æøå "quoted" \\ \n'},
+        )
+        for i in range(count)
+    ]
+    with platform.db.write() as session:
+        platform.ledger.append(session, records)
+
+
+def run_sql(platform: Platform, sql: str, **params: object) -> None:
+    with platform.db.engine.begin() as conn:
+        conn.execute(text(sql), params)
+
+
+def sequential(platform: Platform) -> Report:
+    return verify_sequential(platform.db.engine, platform.keyring.signing_public)
+
+
+def chunked(platform: Platform, chunk_size: int, workers: int) -> Report:
+    return verify(
+        platform.db.engine,
+        platform.keyring.signing_public,
+        chunk_size=chunk_size,
+        workers=workers,
+    )
+
+
+# --- tampering (checkpoint interval 10 in tests; 40 events) ------------------------------
+
+
+def alter_body(platform: Platform, seq: int) -> None:
+    forged = canonical({"seq": seq, "forged": True})
+    run_sql(platform, "UPDATE audit_events SET body = :b WHERE seq = :s", b=forged, s=seq)
+
+
+def remove(platform: Platform, seq: int) -> None:
+    run_sql(platform, "DELETE FROM audit_events WHERE seq = :s", s=seq)
+
+
+def remove_range(platform: Platform, seq: int) -> None:
+    run_sql(platform, "DELETE FROM audit_events WHERE seq BETWEEN :s AND :e", s=seq, e=seq + 5)
+
+
+def insert(platform: Platform, seq: int) -> None:
+    """Shift the events from ``seq`` up by one and slip a well-chained event in."""
+    with platform.db.engine.connect() as conn:
+        prev = conn.execute(
+            text("SELECT hash FROM audit_events WHERE seq = :s"), {"s": seq - 1}
+        ).scalar_one_or_none()
+    prev = GENESIS if prev is None else prev
+    run_sql(platform, "UPDATE audit_events SET seq = seq + 1000 WHERE seq >= :s", s=seq)
+    run_sql(platform, "UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1000")
+    body = canonical({"seq": seq, "forged": True})
+    run_sql(
+        platform,
+        "INSERT INTO audit_events (seq, ts, actor, action, project_id, target, outcome, body, "
+        "prev_hash, hash) VALUES (:seq, 'x', 'user:evil', 'test.event', NULL, NULL, 'success', "
+        ":body, :prev, :hash)",
+        seq=seq,
+        body=body,
+        prev=prev,
+        hash=chain_hash(bytes(prev), body),
+    )
+
+
+def alter_column(platform: Platform, seq: int) -> None:
+    run_sql(platform, "UPDATE audit_events SET actor = 'forged' WHERE seq = :s", s=seq)
+
+
+def rechain(platform: Platform, seq: int) -> None:
+    """Rewrite event ``seq`` and recompute every later hash: only a checkpoint tells."""
+    with platform.db.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT seq, body, prev_hash FROM audit_events WHERE seq >= :s ORDER BY seq"),
+            {"s": seq},
+        ).all()
+    prev = bytes(rows[0].prev_hash)
+    for row_seq, body, _ in rows:
+        new_body = bytes(body).replace(b'"note":"', b'"note":"X') if row_seq == seq else body
+        digest = chain_hash(prev, bytes(new_body))
+        run_sql(
+            platform,
+            "UPDATE audit_events SET body = :b, prev_hash = :p, hash = :h WHERE seq = :s",
+            b=bytes(new_body),
+            p=prev,
+            h=digest,
+            s=row_seq,
+        )
+        prev = digest
+
+
+def forge_checkpoint(platform: Platform, seq: int) -> None:
+    size = (seq + 9) // 10 * 10
+    run_sql(
+        platform,
+        "UPDATE audit_checkpoints SET signature = :s WHERE tree_size = :t",
+        s=bytes(64),
+        t=size,
+    )
+
+
+def wrong_checkpoint_root(platform: Platform, seq: int) -> None:
+    """A checkpoint signed over a wrong Merkle root (as a buggy writer would sign it)."""
+    size = (seq + 9) // 10 * 10
+    with platform.db.engine.connect() as conn:
+        chain, created_at = conn.execute(
+            text("SELECT chain_hash, created_at FROM audit_checkpoints WHERE tree_size = :t"),
+            {"t": size},
+        ).one()
+    root = hashlib.sha256(b"forged").digest()
+    message = checkpoint_message(size, root, bytes(chain), created_at)
+    run_sql(
+        platform,
+        "UPDATE audit_checkpoints SET root_hash = :r, signature = :s WHERE tree_size = :t",
+        r=root,
+        s=platform.keyring.signing_key.sign(message),
+        t=size,
+    )
+
+
+TAMPER: dict[str, Callable[[Platform, int], None]] = {
+    "altered body": alter_body,
+    "removed event": remove,
+    "removed events": remove_range,
+    "inserted event": insert,
+    "altered column": alter_column,
+    "recomputed chain": rechain,
+    "bad checkpoint signature": forge_checkpoint,
+    "checkpoint root mismatch": wrong_checkpoint_root,
+}
+
+# with chunks of 8: 8 and 9 straddle a chunk boundary, 16 ends a chunk, 13 is inside one;
+# checkpoints are at 10, 20, 30, 40 (20 and 40 end a chunk of 4, 10 and 30 are inside a chunk)
+POSITIONS = [1, 8, 9, 13, 16, 20, 33, 39]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("kind", sorted(TAMPER))
+def test_chunked_reports_what_the_walk_reports(
+    platform: Platform, kind: str, position: int, workers: int
+) -> None:
+    fill(platform, 40)
+    TAMPER[kind](platform, position)
+    expected = sequential(platform)
+    assert expected.problem is not None
+    for chunk_size in (4, 8):
+        assert chunked(platform, chunk_size, workers) == expected, (kind, position, chunk_size)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_intact_ledger_chunked(platform: Platform, workers: int) -> None:
+    fill(platform, 37)  # a partial last chunk
+    expected = sequential(platform)
+    assert expected.ok
+    assert (expected.events, expected.checkpoints) == (37, 3)
+    for chunk_size in (1, 2, 4, 8, 64):
+        assert chunked(platform, chunk_size, workers) == expected
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tampered_head_and_tail_chunked(platform: Platform, workers: int) -> None:
+    fill(platform, 40)
+    run_sql(platform, "DELETE FROM audit_events WHERE seq > 35")
+    assert chunked(platform, 4, workers) == sequential(platform)
+    run_sql(platform, "UPDATE audit_head SET seq = 30")
+    assert chunked(platform, 4, workers) == sequential(platform)
+
+
+def test_chunk_size_must_be_a_power_of_two(platform: Platform) -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        chunked(platform, 6, 1)
+
+
+def _reset(platform: Platform) -> None:
+    run_sql(platform, "DELETE FROM audit_events")
+    run_sql(platform, "DELETE FROM audit_checkpoints")
+    run_sql(
+        platform,
+        "UPDATE audit_head SET seq = 0, hash = :z, frontier = '[]', key_id = NULL, "
+        "signature = NULL",
+        z=bytes(32),
+    )
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    size=st.integers(min_value=1, max_value=45),
+    kind=st.sampled_from(sorted(TAMPER)),
+    where=st.floats(min_value=0, max_value=1),
+    chunk_size=st.sampled_from([1, 2, 4, 8, 16]),
+)
+def test_property_chunked_equals_sequential(
+    platform: Platform, size: int, kind: str, where: float, chunk_size: int
+) -> None:
+    _reset(platform)
+    fill(platform, size)
+    position = 2 + int(where * (size - 2)) if size > 2 else 1
+    if kind in {"bad checkpoint signature", "checkpoint root mismatch"}:
+        if size < 10:
+            kind = "altered body"
+        else:  # the checkpoint at or after position must exist
+            position = min(position, size // 10 * 10)
+    TAMPER[kind](platform, position)
+    assert chunked(platform, chunk_size, 1) == sequential(platform)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_events_appended_while_verifying_are_not_insertions(
+    platform: Platform, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live server appends after the head was read: the chunks stop at that head."""
+    from hvelv.audit import verify as module
+
+    fill(platform, 40)
+    run_chunks = module._run_chunks
+
+    def append_first(*args: object, **kwargs: object) -> object:
+        fill(platform, 7)
+        return run_chunks(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_run_chunks", append_first)
+    result = chunked(platform, 8, workers)
+    assert result.ok, result.problem
+    assert result.events == 40
+    assert sequential(platform).events == 47
+
+
+def test_events_appended_while_verifying_a_tampered_ledger(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk again from a chunk that is not clean also stops at the head read first."""
+    from hvelv.audit import verify as module
+
+    fill(platform, 40)
+    run_sql(platform, "DELETE FROM audit_events WHERE seq > 37")
+    expected = sequential(platform)
+    run_chunks = module._run_chunks
+
+    def append_first(*args: object, **kwargs: object) -> object:
+        run_sql(platform, "UPDATE audit_head SET seq = 45")
+        return run_chunks(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_run_chunks", append_first)
+    assert chunked(platform, 8, 1) == expected
