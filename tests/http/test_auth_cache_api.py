@@ -78,6 +78,17 @@ def test_a_project_change_is_read_at_once(
     assert read.json()["name"] == "Renamed"
 
 
+def end_logins_elsewhere(platform: Platform) -> None:
+    """Another process (the CLI, a second replica) ends every login: this process's table
+    watch does not see it."""
+    other = Database(platform.settings.resolved_database_url)
+    try:
+        with other.write() as session:
+            session.execute(update(AuthSession).values(revoked_at=AuthSession.created_at))
+    finally:
+        other.dispose()
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -93,14 +104,7 @@ def test_a_change_by_another_process_applies_within_the_cache_time(
     platform.auth.clock = clock
     member = people["member"]
     warm(client, member, project)
-    # another process (the CLI, a second replica) ends every login: this process's table
-    # watch does not see it
-    other = Database(platform.settings.resolved_database_url)
-    try:
-        with other.write() as session:
-            session.execute(update(AuthSession).values(revoked_at=AuthSession.created_at))
-    finally:
-        other.dispose()
+    end_logins_elsewhere(platform)
     clock.now += platform.settings.auth_cache_seconds * 0.25
     assert client.get(f"/v1/projects/{project}", headers=member.headers).status_code == 200
     clock.now += platform.settings.auth_cache_seconds  # past the entry's time
@@ -115,12 +119,7 @@ def test_without_the_cache_every_request_reads_the_database(
     platform.auth.seconds = 0
     member = people["member"]
     warm(client, member, project)
-    other = Database(platform.settings.resolved_database_url)
-    try:
-        with other.write() as session:
-            session.execute(update(AuthSession).values(revoked_at=AuthSession.created_at))
-    finally:
-        other.dispose()
+    end_logins_elsewhere(platform)
     assert client.get(f"/v1/projects/{project}", headers=member.headers).status_code == 401
 
 

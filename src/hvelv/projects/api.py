@@ -35,20 +35,14 @@ KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]
 
 
 def project_out(project: Project | ProjectView) -> ProjectOut:
-    """A project row, or the view authorization read (the same fields)."""
-    return ProjectOut(
-        pid=project.pid,
-        name=project.name,
-        description=project.description,
-        ethics_ref=project.ethics_ref,
-        approval_start=project.approval_start,
-        approval_end=project.approval_end,
-        purposes=list(project.purposes),  # dicts: validated into Purpose by the model
-        status=project.status,
-        active=service.facts(project).active_on(datetime.now(UTC).date()),
-        quota_bytes=project.quota_bytes,
-        created_at=project.created_at,
-    )
+    """A project row, or the view authorization read: every field of the view (the purposes
+    validated into :class:`Purpose`), and whether the project is active today."""
+    view = project if isinstance(project, ProjectView) else service.view(project)
+    fields = {name: getattr(view, name) for name in _VIEW_FIELDS}
+    return ProjectOut(**fields, active=view.facts.active_on(datetime.now(UTC).date()))
+
+
+_VIEW_FIELDS = tuple(name for name in ProjectOut.model_fields if name != "active")
 
 
 def key_out(key: ApiKey) -> ApiKeyOut:
