@@ -11,8 +11,9 @@ deadlock-free.
 from __future__ import annotations
 
 import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class Database:
             _configure_sqlite(self.engine, sqlite_synchronous, self.write_gate)
         else:
             _configure_postgresql(self.engine)
+        _direct_savepoints(self.engine)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(
             self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
@@ -144,6 +146,38 @@ def _track_written_tables(factory: sessionmaker[Session], watches: list[TableWat
     def _after_rollback(session: Session) -> None:
         # (a savepoint rolled back keeps its marks: a spurious bump only costs a cache miss)
         session.info.pop(_WRITTEN, None)
+
+
+_SAVEPOINT_NAME = re.compile(r"^sa_savepoint_[0-9]+$")
+
+
+def _direct_savepoints(engine: Engine) -> None:
+    """Emit SAVEPOINT, RELEASE and ROLLBACK TO on the driver's cursor. SQLAlchemy compiles a
+    new clause for each (its names are numbered, so the compiled cache never hits): that was
+    ≈ 15 % of the CPU of a group-commit batch, which runs every job in a savepoint. Only the
+    emission changes; SQLAlchemy still names and tracks the savepoints."""
+    dialect: Any = engine.dialect
+    originals = {
+        "do_savepoint": ("SAVEPOINT {}", dialect.do_savepoint),
+        "do_release_savepoint": ("RELEASE SAVEPOINT {}", dialect.do_release_savepoint),
+        "do_rollback_to_savepoint": ("ROLLBACK TO SAVEPOINT {}", dialect.do_rollback_to_savepoint),
+    }
+
+    def emitter(template: str, original: Callable[[Connection, str], None]) -> Any:
+        def emit(connection: Connection, name: str) -> None:
+            if not _SAVEPOINT_NAME.match(name):  # a name given by the caller: the usual way
+                original(connection, name)
+                return
+            cursor = connection.connection.cursor()
+            try:
+                cursor.execute(template.format(name))
+            finally:
+                cursor.close()
+
+        return emit
+
+    for method, (template, original) in originals.items():
+        setattr(dialect, method, emitter(template, original))
 
 
 def _configure_sqlite(engine: Engine, synchronous: str, gate: threading.Lock) -> None:
