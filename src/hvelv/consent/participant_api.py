@@ -173,32 +173,13 @@ def _consent_view(
 def my_consents(ctx: Ctx) -> MyConsents:
     """Current consents (and the latest version of every template not consented to)."""
     participant = _me(ctx)
-    view = service.current_state(ctx.session, participant, age_of_majority=_age(ctx))
-    by_key = {c["template_id"]: c for c in view.consents}
-    latest: dict[str, TemplateVersion] = {}
-    rows = {
-        r.version_id: r
-        for r in service.list_templates(ctx.session, participant.project_id)
-        if r.status == "published"
-    }
-    for row in rows.values():
-        if row.template_key not in latest or row.version > latest[row.template_key].version:
-            latest[row.template_key] = row
-    consents = []
-    for key in sorted(latest):
-        current = by_key.get(key)
-        if current is not None:
-            consents.append(
-                _consent_view(
-                    rows[current["version_id"]],
-                    participant.language,
-                    set(current["granted"]),
-                    True,
-                    current["by_proxy"],
-                )
-            )
-        else:
-            consents.append(_consent_view(latest[key], participant.language, set(), False, False))
+    choices, view = service.participant_templates(
+        ctx.session, participant, age_of_majority=_age(ctx)
+    )
+    consents = [
+        _consent_view(c.row, participant.language, set(c.granted), c.consented, c.by_proxy)
+        for c in choices
+    ]
     withdrawal = WithdrawalOut(**view.withdrawal) if view.withdrawal else None
     return MyConsents(
         consents=consents, withdrawal=withdrawal, ledger_position=view.ledger_position

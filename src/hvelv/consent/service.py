@@ -408,6 +408,50 @@ def current_state(
     return ConsentView(consents, withdrawal, folded.ledger_position)
 
 
+@dataclass(frozen=True)
+class TemplateChoice:
+    """One published template as a participant sees it: the version consented to, or else
+    the latest published version (not consented)."""
+
+    row: TemplateVersion
+    consented: bool
+    granted: frozenset[str]
+    by_proxy: bool
+
+
+def participant_templates(
+    session: Session, participant: Participant, *, age_of_majority: int
+) -> tuple[list[TemplateChoice], ConsentView]:
+    """Every published template of the participant's project, by template key, with the
+    participant's current state (the portal's overview and ``GET /v1/participant/consents``)."""
+    view = current_state(session, participant, age_of_majority=age_of_majority)
+    by_key = {c["template_id"]: c for c in view.consents}
+    rows = {
+        r.version_id: r
+        for r in list_templates(session, participant.project_id)
+        if r.status == "published"
+    }
+    latest: dict[str, TemplateVersion] = {}
+    for row in rows.values():
+        if row.template_key not in latest or row.version > latest[row.template_key].version:
+            latest[row.template_key] = row
+    choices = []
+    for key in sorted(latest):
+        current = by_key.get(key)
+        if current is None:
+            choices.append(TemplateChoice(latest[key], False, frozenset(), False))
+        else:
+            choices.append(
+                TemplateChoice(
+                    rows[current["version_id"]],
+                    True,
+                    frozenset(current["granted"]),
+                    bool(current["by_proxy"]),
+                )
+            )
+    return choices, view
+
+
 # -- recording consent events ---------------------------------------------------------------
 
 

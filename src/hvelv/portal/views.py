@@ -120,37 +120,20 @@ def consents(
     session: Session, participant: Participant, language: str, age_of_majority: int
 ) -> tuple[list[TemplateView], dict[str, Any] | None]:
     """Every published template (latest version, or the version consented to) with its state."""
-    view = service.current_state(session, participant, age_of_majority=age_of_majority)
-    by_key = {c["template_id"]: c for c in view.consents}
-    latest: dict[str, TemplateVersion] = {}
-    rows = {
-        r.version_id: r
-        for r in service.list_templates(session, participant.project_id)
-        if r.status == "published"
-    }
-    for row in rows.values():
-        if row.template_key not in latest or row.version > latest[row.template_key].version:
-            latest[row.template_key] = row
-    out = []
-    for key in sorted(latest):
-        current = by_key.get(key)
-        if current is not None:
-            out.append(
-                template_view(
-                    session,
-                    rows[current["version_id"]],
-                    language,
-                    granted=set(current["granted"]),
-                    consented=True,
-                    by_proxy=bool(current["by_proxy"]),
-                )
-            )
-        else:
-            out.append(
-                template_view(
-                    session, latest[key], language, granted=set(), consented=False, by_proxy=False
-                )
-            )
+    choices, view = service.participant_templates(
+        session, participant, age_of_majority=age_of_majority
+    )
+    out = [
+        template_view(
+            session,
+            c.row,
+            language,
+            granted=set(c.granted),
+            consented=c.consented,
+            by_proxy=c.by_proxy,
+        )
+        for c in choices
+    ]
     return out, view.withdrawal
 
 
