@@ -326,6 +326,8 @@ async def context(request: Request) -> AsyncIterator[RequestContext]:
 
 
 def _keep_participant(ctx: RequestContext, request: Request, generation: int) -> None:
+    """Cache a participant session that came in the Authorization header (the portal's cookie
+    takes the full path), with the rows authentication read."""
     header = request.headers.get("authorization") or ""
     token = header[7:].strip()
     opened = [o for o in ctx.loaded if isinstance(o, ParticipantSession)]
@@ -337,9 +339,9 @@ def _keep_participant(ctx: RequestContext, request: Request, generation: int) ->
 
 
 def _establish_cached(ctx: RequestContext, request: Request) -> bool:
-    """Authorize a user's read from :mod:`hvelv.security.auth_cache`, without I/O; False
-    when anything is missing there or the answer would be a refusal (the full path then
-    decides, and audits a refusal)."""
+    """Authorize from :mod:`hvelv.security.auth_cache`, without I/O: a user's read, or any
+    request of a participant session. False when anything is missing there or the answer
+    would be a refusal (the full path then decides, and audits a refusal)."""
     cache = ctx.platform.auth
     if not cache.enabled:
         return False
