@@ -7,28 +7,10 @@ import hashlib
 import pytest
 from sqlalchemy import text
 
-from hvelv.audit.ledger import AuditRecord, canonical, chain_hash
+from hvelv.audit.ledger import canonical, chain_hash
 from hvelv.audit.verify import verify
 from hvelv.platform import Platform
-
-
-def fill(platform: Platform, count: int) -> None:
-    records = [
-        AuditRecord(
-            action="test.event",
-            actor=f"user:u{i % 7}",
-            target=f"thing:{i}",
-            details={"i": i, "note": "æøå"},
-        )
-        for i in range(count)
-    ]
-    with platform.db.write() as session:
-        platform.ledger.append(session, records)
-
-
-def run_sql(platform: Platform, sql: str, **params: object) -> None:
-    with platform.db.engine.begin() as conn:
-        conn.execute(text(sql), params)
+from tests.support.audit import fill, run_sql
 
 
 def report(platform: Platform):  # type: ignore[no-untyped-def]

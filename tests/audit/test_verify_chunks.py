@@ -11,29 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from hvelv.audit.ledger import GENESIS, AuditRecord, canonical, chain_hash, checkpoint_message
+from hvelv.audit.ledger import GENESIS, canonical, chain_hash, checkpoint_message
 from hvelv.audit.verify import Report, verify, verify_sequential
 from hvelv.platform import Platform
-
-
-def fill(platform: Platform, count: int) -> None:
-    records = [
-        AuditRecord(
-            action="test.event",
-            actor=f"user:u{i % 7}",
-            project_id=f"p{i % 3}" if i % 2 else None,
-            target=f"thing:{i}",
-            details={"i": i, "note": 'æøå "quoted" \\ \n'},
-        )
-        for i in range(count)
-    ]
-    with platform.db.write() as session:
-        platform.ledger.append(session, records)
-
-
-def run_sql(platform: Platform, sql: str, **params: object) -> None:
-    with platform.db.engine.begin() as conn:
-        conn.execute(text(sql), params)
+from tests.support.audit import fill, run_sql
 
 
 def sequential(platform: Platform) -> Report:

@@ -79,6 +79,16 @@ class Consent:
     def participant(self, pseudonym: str, proxy_id: int | None = None) -> dict[str, str]:
         return session_headers(self.platform, self.pid, pseudonym, proxy_id)
 
+    def add_proxy(self, pseudonym: str, **contact: str) -> dict[str, Any]:
+        """Register a guardian for a participant (default: a parent, "Mor", with e-mail)."""
+        body = {"relation": "parent", "name": "Mor", "email": "mor@example.org", **contact}
+        response = self.client.post(
+            f"{self.base}/participants/{pseudonym}/proxies", json=body, headers=self.dm
+        )
+        assert response.status_code == 201, response.text
+        proxy: dict[str, Any] = response.json()
+        return proxy
+
     def give(self, headers: dict[str, str], **choices: bool) -> Any:
         return self.client.post(
             "/v1/participant/consents",

@@ -216,11 +216,7 @@ def test_proxy_consent_counts_only_while_the_participant_is_a_minor(consent: Con
     refused = consent.give(consent.participant(child), hmb=True)
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "consent_participant_under_age"
-    proxy = consent.client.post(
-        f"{consent.base}/participants/{child}/proxies",
-        json={"relation": "parent", "name": "Mor", "email": "mor@example.org"},
-        headers=consent.dm,
-    ).json()
+    proxy = consent.add_proxy(child)
     guardian = consent.participant(child, proxy_id=proxy["id"])
     assert consent.client.get("/v1/participant/me", headers=guardian).json()["acting_as"] == "proxy"
     given = consent.give(guardian, hmb=True)

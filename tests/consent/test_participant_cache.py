@@ -31,11 +31,7 @@ def test_signing_out_applies_to_the_next_request(consent: Consent) -> None:
 
 def test_an_ended_representation_applies_to_the_next_request(consent: Consent) -> None:
     child = consent.enrol(CHILD_BIRTH)
-    proxy = consent.client.post(
-        f"{consent.base}/participants/{child}/proxies",
-        json={"relation": "parent", "name": "Mor", "email": "mor@example.org"},
-        headers=consent.dm,
-    ).json()
+    proxy = consent.add_proxy(child)
     guardian = consent.participant(child, proxy_id=proxy["id"])
     warm(consent, guardian)
     assert consent.give(guardian, hmb=True).status_code == 201  # from the cached session
