@@ -325,15 +325,11 @@ async def context(request: Request) -> AsyncIterator[RequestContext]:
             await run_in_threadpool(ctx.close)
 
 
-def _keep_participant(ctx: RequestContext, request: Request, generation: int) -> None:
-    """Cache a participant session that came in the Authorization header (the portal's cookie
-    takes the full path), with the rows authentication read."""
-    header = request.headers.get("authorization") or ""
-    token = header[7:].strip()
+def _keep_participant(ctx: RequestContext, token: str, generation: int) -> None:
+    """Cache a participant session with the rows authentication read."""
     opened = [o for o in ctx.loaded if isinstance(o, ParticipantSession)]
-    if header[:7].lower() != "bearer " or not token or len(opened) != 1:
-        return  # the portal's cookie, or not what authentication read: not kept
-    assert ctx.principal is not None
+    if len(opened) != 1 or ctx.principal is None:
+        return  # not what authentication read: not kept
     login = ParticipantLogin(ctx.principal, opened[0].expires_at.timestamp(), tuple(ctx.loaded))
     ctx.platform.auth.put_participant(token, login, generation)
 
@@ -421,11 +417,14 @@ def _establish(ctx: RequestContext, request: Request) -> None:
             if ctx.principal.kind is PrincipalKind.USER:
                 ctx.roles = projects.roles_of(ctx.session, pid, int(ctx.principal.id))
     verdict = authorize(ctx.principal, ctx.action, facts, ctx.roles, datetime.now(UTC).date())
-    if verdict.allowed and ctx.principal.kind is PrincipalKind.PARTICIPANT and pid is None:
-        _keep_participant(ctx, request, generation)
+    if (
+        verdict.allowed
+        and ctx.principal.kind is PrincipalKind.PARTICIPANT
+        and pid is None
+        and "authorization" in request.headers  # not the portal's cookie
+    ):
+        _keep_participant(ctx, token, generation)
     if verdict.allowed and ctx.login is not None:
-        token = _bearer(request)
-        assert token is not None
         cache.put_login(token, ctx.login, generation)
         if ctx.project is not None:
             cache.put_project(ctx.project_view, generation)
