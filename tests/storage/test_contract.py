@@ -189,6 +189,19 @@ def test_multipart_round_trip(store: BlobStore) -> None:
     assert [u.upload_id for u in store.list_uploads("up/")] == []
 
 
+def test_uncached_parts_and_reads_are_the_same_bytes(store: BlobStore) -> None:
+    size = part_size(store)
+    parts = [os.urandom(size), os.urandom(size + 5)]
+    upload = store.create_parts("nocache")
+    for number, data in enumerate(parts, start=1):
+        store.write_part("nocache", upload, number, data, cache=False)
+    store.complete("nocache", upload, [1, 2])
+    whole = b"".join(parts)
+    assert b"".join(store.open_range("nocache", cache=False)) == whole
+    got = list(store.open_range("nocache", 7, size + 9, chunk_size=1000, cache=False))
+    assert b"".join(got) == whole[7 : size + 9]
+
+
 def test_single_small_part(store: BlobStore) -> None:
     upload = store.create_parts("one")
     store.write_part("one", upload, 1, b"tiny")

@@ -61,7 +61,14 @@ def test_fsync_before_rename_and_directory_fsync_after(
         events.append("rename")
         real_replace(src, dst)
 
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        events.append("fdatasync-file")
+        real_fdatasync(fd)
+
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
     monkeypatch.setattr(os, "replace", replace)
     store.put_bytes("x/y", b"data")
     assert events[-3:] == ["fsync-file", "rename", "fsync-dir"]
@@ -70,12 +77,43 @@ def test_fsync_before_rename_and_directory_fsync_after(
     upload = store.create_parts("x/z")
     events.clear()
     store.write_part("x/z", upload, 1, b"part")
-    # data fsync'ed, then the journal written durably (file, rename, dir)
-    assert events[0] == "fsync-file"
-    assert events[-3:] == ["fsync-file", "rename", "fsync-dir"]
+    # data synced, then its journal line appended and synced; the first part also makes
+    # the two new directory entries durable
+    assert events == ["fdatasync-file", "fdatasync-file", "fsync-dir"]
     events.clear()
-    store.complete("x/z", upload, [1])
+    store.write_part("x/z", upload, 2, b"more")
+    assert events == ["fdatasync-file", "fdatasync-file"]
+    events.clear()
+    store.complete("x/z", upload, [1, 2])
     assert events[:3] == ["fsync-file", "rename", "fsync-dir"]
+
+
+def test_uncached_writes_and_reads_let_their_pages_go(
+    store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    advice: list[tuple[int, int, int]] = []
+    real = os.posix_fadvise
+
+    def fadvise(fd: int, offset: int, length: int, how: int) -> None:
+        advice.append((offset, length, how))
+        real(fd, offset, length, how)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    upload = store.create_parts("k")
+    store.write_part("k", upload, 1, b"a" * 10)
+    assert advice == []  # cached by default
+    store.write_part("k", upload, 2, b"b" * 20, cache=False)
+    assert advice == [(10, 20, os.POSIX_FADV_DONTNEED)]  # only the part just synced
+    store.complete("k", upload, [1, 2])
+    advice.clear()
+    assert b"".join(store.open_range("k", 5, 28, chunk_size=10, cache=False)) == (
+        b"a" * 5 + b"b" * 18
+    )
+    dropped = [(o, n) for o, n, how in advice if how == os.POSIX_FADV_DONTNEED]
+    assert dropped == [(5, 10), (15, 10), (25, 3)]  # behind the reader, chunk by chunk
+    advice.clear()
+    assert b"".join(store.open_range("k")) == b"a" * 10 + b"b" * 20
+    assert all(how != os.POSIX_FADV_DONTNEED for _, _, how in advice)
 
 
 def test_bytes_beyond_the_journal_are_ignored(store: LocalBlobStore) -> None:
@@ -88,6 +126,28 @@ def test_bytes_beyond_the_journal_are_ignored(store: LocalBlobStore) -> None:
     store.write_part("k", upload, 2, b"second")
     store.complete("k", upload, [1, 2])
     assert store.read_bytes("k") == b"firstsecond"
+
+
+@pytest.mark.parametrize(
+    "torn",
+    [b"83", b"\x00\x00\x00\x00", b"\x00\x00\x00\x00\n", b"\x00\x0012\n", b"12x\n", b"\n"],
+    ids=["no-newline", "zeros", "zeros-newline", "zeros-then-digits", "not-digits", "empty-line"],
+)
+def test_a_torn_journal_line_ends_the_journal(store: LocalBlobStore, torn: bytes) -> None:
+    upload = store.create_parts("k")
+    store.write_part("k", upload, 1, b"first")
+    journal = store.root / "uploads" / upload / "parts"
+    # a crash while part 2's line was being appended (its data is in the data file)
+    with (store.root / "uploads" / upload / "data").open("ab") as f:
+        f.write(b"GARBAGE")
+    with journal.open("ab") as f:
+        f.write(torn)
+    assert [p.size for p in store.list_parts("k", upload)] == [5]
+    store.write_part("k", upload, 2, b"second")
+    assert journal.read_bytes() == b"5\n6\n"  # the torn line overwritten, nothing after it
+    store.write_part("k", upload, 3, b"!")
+    store.complete("k", upload, [1, 2, 3])
+    assert store.read_bytes("k") == b"firstsecond!"
 
 
 def test_complete_moves_the_data_without_copying(store: LocalBlobStore) -> None:

@@ -113,7 +113,7 @@ def _migrate_file(
             moved.append(new)
             report.bytes_copied += blob.stored_size
         with platform.db.read() as session:
-            check = file_sha256(FileReader(platform, session, pid, moved))
+            check = file_sha256(FileReader(platform, session, pid, moved, cache=False))
         if check != sha:
             raise IntegrityError(f"the copy's SHA-256 is {check}, the file's is {sha}")
     except (IntegrityError, StorageError, OSError) as exc:

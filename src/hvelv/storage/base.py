@@ -204,12 +204,20 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def open_range(
-        self, key: str, start: int = 0, end: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+        self,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        *,
+        cache: bool = True,
     ) -> Iterator[bytes]:
         """Stream bytes ``[start, end)`` (``end=None``: to the end) in chunks.
 
         The object is opened before this returns, so a missing key or a bad range raises
         here (ObjectNotFoundError, ValueError), not in the middle of the iteration.
+        ``cache=False``: a store that keeps a cache (the local page cache) lets what was
+        read go from it (one long read does not push everything else out).
         """
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
@@ -262,8 +270,13 @@ class BlobStore(abc.ABC):
         """Start a multipart upload to ``key``; return its opaque upload id."""
 
     @abc.abstractmethod
-    def write_part(self, key: str, upload_id: str, part_number: int, data: BytesLike) -> PartInfo:
+    def write_part(
+        self, key: str, upload_id: str, part_number: int, data: BytesLike, *, cache: bool = True
+    ) -> PartInfo:
         """Store part ``part_number`` (>= 1) durably before returning.
+
+        ``cache=False`` tells a store that keeps a cache (the local page cache) that the
+        part will not be read back soon, so it need not stay there.
 
         Raises PartOrderError unless exactly parts ``1..part_number-1`` exist (so also
         when this part is already stored), PartTooSmallError if the previous part is

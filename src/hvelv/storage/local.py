@@ -5,11 +5,16 @@ Layout under ``root``::
     objects/<key>                 the objects (0600 files, 0700 directories)
     uploads/<upload_id>/meta.json key and start time of a multipart upload
     uploads/<upload_id>/data      the parts, back to back
-    uploads/<upload_id>/parts     part sizes, one per line (the journal)
+    uploads/<upload_id>/parts     part sizes, one decimal line each (the journal)
 
-Parts are appended to a single data file and recorded in a small journal that is replaced
-atomically after the data is fsync'ed; the journal is the truth, bytes beyond it are
-leftovers of an interrupted write and are overwritten. ``complete`` truncates the data file
+Parts are appended to a single data file and, once the data is fsync'ed, recorded by
+appending one line to a small journal that is fsync'ed in turn; the journal is the truth,
+bytes of the data file beyond it are leftovers of an interrupted write and are overwritten.
+Only whole lines of digits count: a line torn by a crash (no newline, or zeros where the
+filesystem extended the file but the write did not land) ends the journal, and the next
+part overwrites it. Appending costs one fsync per part, where replacing the journal
+(temporary file, fsync, rename, directory fsync) cost three and measured as long as
+writing an 8 MiB part. ``complete`` truncates the data file
 to the completed parts and renames it into place, so an upload's bytes are written once
 (no re-assembly copy).
 
@@ -64,6 +69,23 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _parse_journal(path: Path) -> tuple[list[int], int]:
+    """The part sizes of a journal and the length in bytes of its valid lines."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    sizes: list[int] = []
+    end = 0
+    while (newline := raw.find(b"\n", end)) != -1:
+        line = raw[end:newline]
+        if not line.isdigit():
+            break
+        sizes.append(int(line))
+        end = newline + 1
+    return sizes, end
 
 
 def _write_all(fd: int, data: BytesLike, offset: int | None = None) -> None:
@@ -168,7 +190,13 @@ class LocalBlobStore(BlobStore):
         return datetime.fromtimestamp(st.st_mtime, UTC)
 
     def open_range(
-        self, key: str, start: int = 0, end: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+        self,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        *,
+        cache: bool = True,
     ) -> Iterator[bytes]:
         path = self._path(key)
         try:
@@ -183,15 +211,22 @@ class LocalBlobStore(BlobStore):
         except BaseException:
             f.close()
             raise
-        return self._iter_file(f, end - start, chunk_size)
+        return self._iter_file(f, start, end - start, chunk_size, cache)
 
     @staticmethod
-    def _iter_file(f: BinaryIO, remaining: int, chunk_size: int) -> Iterator[bytes]:
+    def _iter_file(
+        f: BinaryIO, position: int, remaining: int, chunk_size: int, cache: bool
+    ) -> Iterator[bytes]:
         with f:
             while remaining > 0:
                 chunk = f.read(min(chunk_size, remaining))
                 if not chunk:
                     raise StorageError("object shrank while being read")
+                if not cache:
+                    # let the pages just read go: the next reads reuse them instead of
+                    # growing the page cache (like PostgreSQL's ring buffer for big scans)
+                    os.posix_fadvise(f.fileno(), position, len(chunk), os.POSIX_FADV_DONTNEED)
+                position += len(chunk)
                 remaining -= len(chunk)
                 yield chunk
 
@@ -295,15 +330,21 @@ class LocalBlobStore(BlobStore):
 
     @staticmethod
     def _read_journal(directory: Path) -> builtins.list[int]:
-        try:
-            text = (directory / "parts").read_text("ascii")
-        except FileNotFoundError:
-            return []
-        return [int(line) for line in text.split()]
+        return _parse_journal(directory / "parts")[0]
 
-    def _write_journal(self, directory: Path, sizes: builtins.list[int]) -> None:
-        body = "".join(f"{s}\n" for s in sizes).encode("ascii")
-        self._atomic_write(directory / "parts", [body])
+    @staticmethod
+    def _append_journal(directory: Path, size: int) -> None:
+        """Record one more part durably: append its line after the valid ones, fsync."""
+        path = directory / "parts"
+        end = _parse_journal(path)[1]
+        line = f"{size}\n".encode("ascii")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            _write_all(fd, line, end)
+            os.ftruncate(fd, end + len(line))  # drop a torn line that was longer
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     def create_parts(self, key: str) -> str:
         validate_key(key)
@@ -318,7 +359,9 @@ class LocalBlobStore(BlobStore):
         _fsync_dir(self._uploads)
         return upload_id
 
-    def write_part(self, key: str, upload_id: str, part_number: int, data: BytesLike) -> PartInfo:
+    def write_part(
+        self, key: str, upload_id: str, part_number: int, data: BytesLike, *, cache: bool = True
+    ) -> PartInfo:
         directory = self._upload_dir(key, upload_id)
         sizes = self._read_journal(directory)
         count = len(sizes)
@@ -337,12 +380,18 @@ class LocalBlobStore(BlobStore):
         try:
             _write_all(fd, data, offset)
             os.ftruncate(fd, offset + len(data))
-            os.fsync(fd)
+            os.fdatasync(fd)
+            if not cache:
+                # the part is on disk: let its pages go, so that the next parts reuse them
+                # instead of growing the page cache (filling fresh pages measured 5x
+                # slower than reused ones on the VMs here, and an upload is rarely read
+                # back at once)
+                os.posix_fadvise(fd, offset, len(data), os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
+        self._append_journal(directory, len(data))
         if count == 0:
-            _fsync_dir(directory)  # the data file's directory entry
-        self._write_journal(directory, [*sizes, len(data)])
+            _fsync_dir(directory)  # the directory entries of the data file and the journal
         return PartInfo(part_number, len(data))
 
     def list_parts(self, key: str, upload_id: str) -> builtins.list[PartInfo]:

@@ -155,7 +155,13 @@ class S3BlobStore(BlobStore):
             raise
 
     def open_range(
-        self, key: str, start: int = 0, end: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+        self,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        *,
+        cache: bool = True,
     ) -> Iterator[bytes]:
         s3_key = self._key(key)
         if start < 0 or (end is not None and end < start):
@@ -286,7 +292,9 @@ class S3BlobStore(BlobStore):
         except ClientError as exc:
             raise self._upload_error(exc, upload_id) from exc
 
-    def write_part(self, key: str, upload_id: str, part_number: int, data: BytesLike) -> PartInfo:
+    def write_part(
+        self, key: str, upload_id: str, part_number: int, data: BytesLike, *, cache: bool = True
+    ) -> PartInfo:
         if not 1 <= part_number <= self.max_parts:
             raise PartOrderError(f"part number must be in [1, {self.max_parts}]")
         # The neighbourhood: part_number-1 must exist, part_number and later must not.
