@@ -333,7 +333,7 @@ def main() -> None:
             par_down_s, _ = api_download(remote, "files", "parallel.bin")
             print(
                 f"download of the concatenated file:   {rate(size, par_down_s):7.0f} MiB/s "
-                f"(page-cached)"
+                f"(from disk: uploaded parts are not kept in the page cache)"
             )
             hwm_first = status_kb(process.pid, "VmHWM")
             print(
