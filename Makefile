@@ -9,7 +9,7 @@ JS_STAMP := $(JS)/node_modules/.package-lock.json
 
 .PHONY: demo test lint typecheck check bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/hvelv/audit/_walk.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -48,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/files.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules build src/hvelv/audit/_walk.*.so

@@ -1,9 +1,11 @@
 """The chunked verifier reports exactly what the sequential walk reports, for every kind of
-tampering at a chunk boundary and inside a chunk, in-process and with worker processes."""
+tampering at a chunk boundary and inside a chunk, in-process and with worker processes, with
+the native chunk walk (SQLite) and with the Python one."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 
 import pytest
@@ -11,10 +13,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from hvelv.audit.ledger import GENESIS, canonical, chain_hash, checkpoint_message
+from hvelv.audit import chunks
+from hvelv.audit.ledger import GENESIS, AuditRecord, canonical, chain_hash, checkpoint_message
 from hvelv.audit.verify import Report, verify, verify_sequential
 from hvelv.platform import Platform
 from tests.support.audit import fill, run_sql
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def walk(
+    request: pytest.FixtureRequest, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Every test with each chunk walk (forked workers inherit the choice)."""
+    if request.param == "python":
+        monkeypatch.setattr(chunks, "native", None)
+    elif platform.db.engine.dialect.name != "sqlite":
+        pytest.skip("the native walk reads SQLite files")
+    elif chunks.native is None:
+        if os.environ.get("HVELV_REQUIRE_BACKENDS") == "1":
+            pytest.fail("hvelv.audit._walk was not built (gcc, libsqlite3-dev, libssl-dev)")
+        pytest.skip("hvelv.audit._walk was not built")
+    return request.param
 
 
 def sequential(platform: Platform) -> Report:
@@ -251,4 +270,78 @@ def test_events_appended_while_verifying_a_tampered_ledger(
         return run_chunks(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(module, "_run_chunks", append_first)
+    assert chunked(platform, 8, 1) == expected
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        'file:say "hi"',  # an escaped quote
+        "file:back\\slash",
+        "file:tab\there",  # a control character, escaped in JSON
+        "file:æøå/ünïcode",  # UTF-8 as it is (no escape)
+        "12345",  # digits in a text column
+        "",
+        None,
+    ],
+)
+def test_column_values_the_native_walk_must_read_exactly(
+    platform: Platform, target: str | None, walk: str
+) -> None:
+    records = [
+        AuditRecord(action="test.event", actor=f"user:{target}", project_id=None, target=target)
+        for _ in range(12)
+    ]
+    with platform.db.write() as session:
+        platform.ledger.append(session, records)
+    expected = sequential(platform)
+    assert expected.ok, expected.problem
+    for chunk_size in (4, 16):
+        assert chunked(platform, chunk_size, 1) == expected
+    run_sql(platform, "UPDATE audit_events SET target = :t WHERE seq = 7", t=f"{target}x")
+    expected = sequential(platform)
+    assert expected.problem is not None
+    assert expected.problem.seq == 7
+    for chunk_size in (4, 16):
+        assert chunked(platform, chunk_size, 1) == expected
+
+
+def test_a_column_stored_with_another_type_is_caught(platform: Platform, walk: str) -> None:
+    fill(platform, 12)
+    run_sql(platform, "UPDATE audit_events SET actor = CAST(actor AS BLOB) WHERE seq = 5")
+    expected = sequential(platform)
+    assert expected.problem is not None
+    assert expected.problem.seq == 5
+    for chunk_size in (4, 16):
+        assert chunked(platform, chunk_size, 1) == expected
+
+
+def test_the_native_walk_does_the_work_on_sqlite(
+    platform: Platform, walk: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if walk != "native":
+        pytest.skip("about the native walk")
+    fill(platform, 40)
+
+    def python_walk(*args: object) -> None:
+        raise AssertionError("the Python walk ran")
+
+    monkeypatch.setattr(chunks, "_chain", python_walk)
+    monkeypatch.setattr(chunks, "_column_mismatch", python_walk)
+    report = chunked(platform, 8, 1)
+    assert report.ok
+    assert report.events == 40
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_a_file_the_native_walk_cannot_open_falls_back_to_python(
+    platform: Platform, walk: str, tampered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hvelv.audit import verify as module
+
+    fill(platform, 20)
+    if tampered:
+        alter_column(platform, 11)
+    expected = sequential(platform)
+    monkeypatch.setattr(module, "_worker_url", lambda engine: "/nonexistent/hvelv.db")
     assert chunked(platform, 8, 1) == expected

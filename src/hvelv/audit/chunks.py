@@ -10,11 +10,18 @@ filter columns disagree with its body.
 
 A chunk only answers *clean or not*: the caller re-walks the first chunk that is not clean
 with the exact sequential walk, which names the first problem and words it.
+
+On SQLite the walk and the column check run in native code (``hvelv.audit._walk``, built
+from ``_walk.c`` at install) when it is there: about 0.4 instead of 3.3 us of CPU per
+event. It proves a chunk clean or leaves the verdict to this module's code: a chain that
+is not exactly right is handed back as not clean, and a body it cannot read with
+certainty makes the exact SQL column check run for the chunk.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
 import sqlite3
 from dataclasses import dataclass
 from hashlib import sha256
@@ -25,6 +32,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hvelv.audit import merkle
 from hvelv.audit.ledger import checkpoint_message
+
+
+def _load_native() -> Any:
+    try:
+        return importlib.import_module("hvelv.audit._walk")
+    except ImportError:  # not built (no compiler or headers at install): the Python walk
+        return None
+
+
+native: Any = _load_native()
 
 FETCH = 1024  # rows per fetchmany: measured faster than 20,000 (the batch stays in cache)
 
@@ -115,10 +132,17 @@ def _range(task: ChunkTask, mark: str, column: str = "seq") -> tuple[str, tuple[
 
 
 def run_chunk(
-    conn: Any, dialect: str, task: ChunkTask, public_key: Ed25519PublicKey
+    conn: Any,
+    dialect: str,
+    task: ChunkTask,
+    public_key: Ed25519PublicKey,
+    path: str | None = None,
 ) -> ChunkResult:
-    """Verify one chunk on a DB-API connection (sqlite3 or psycopg) of its own."""
+    """Verify one chunk on a DB-API connection (sqlite3 or psycopg) of its own; ``path``:
+    the SQLite file, for the native walk."""
     sqlite = dialect == "sqlite"
+    if sqlite and path is not None and native is not None:
+        return _native_chunk(conn, path, task, public_key)
     where, params = _range(task, "?" if sqlite else "%s")
     if sqlite:
         cursor = conn.cursor()
@@ -139,6 +163,50 @@ def run_chunk(
     mismatch = _column_mismatch(conn, sqlite, where, params)
     if not sqlite:
         conn.rollback()
+    if outcome is None:
+        return ChunkResult(task.index, False, *_DIRTY, mismatch)
+    return ChunkResult(task.index, True, *outcome, mismatch)
+
+
+def _native_chunk(
+    conn: Any, path: str, task: ChunkTask, public_key: Ed25519PublicKey
+) -> ChunkResult:
+    try:
+        walked = native.walk(
+            path,
+            task.lo,
+            task.hi,
+            task.open_below,
+            task.open_above,
+            [c[0] for c in task.checkpoints],
+        )
+    except RuntimeError:  # SQLite refused the file (busy, unreadable): the Python walk says why
+        return run_chunk(conn, "sqlite", task, public_key)
+    outcome: tuple[bytes, bytes, merkle.Frontier, dict[int, merkle.Frontier]] | None = None
+    columns_ok = False
+    if walked is not None:
+        first_prev, last, frontier, marked, columns_ok = walked
+        frontiers: dict[int, merkle.Frontier] = {}
+        for (tree_size, root_hash, chain_hash, created_at, signature), (at, local) in zip(
+            task.checkpoints, marked, strict=True
+        ):
+            try:
+                public_key.verify(
+                    signature, checkpoint_message(tree_size, root_hash, chain_hash, created_at)
+                )
+            except InvalidSignature:
+                break
+            if at != chain_hash:
+                break
+            frontiers[tree_size] = local
+        else:
+            outcome = (first_prev, last, frontier, frontiers)
+    # the exact check where the native walk proved nothing, by seq (the range it walked), so
+    # that every row is checked by the chunk that owns its seq
+    mismatch = None
+    if outcome is None or not columns_ok:
+        where, params = _range(task, "?")
+        mismatch = _column_mismatch(conn, True, where, params)
     if outcome is None:
         return ChunkResult(task.index, False, *_DIRTY, mismatch)
     return ChunkResult(task.index, True, *outcome, mismatch)
@@ -242,7 +310,7 @@ def push_node(frontier: merkle.Frontier, size: int, node: bytes) -> None:
 
 # --- worker processes: one connection each, opened by the pool's initializer -------------
 
-_worker: tuple[Any, str, Ed25519PublicKey] | None = None
+_worker: tuple[Any, str, Ed25519PublicKey, str] | None = None
 
 
 def open_connection(dialect: str, url: str) -> Any:
@@ -269,10 +337,11 @@ def init_worker(dialect: str, url: str, public_key: bytes) -> None:
         open_connection(dialect, url),
         dialect,
         Ed25519PublicKey.from_public_bytes(public_key),
+        url,
     )
 
 
 def worker_chunk(task: ChunkTask) -> ChunkResult:
     assert _worker is not None, "init_worker was not run in this process"
-    conn, dialect, public_key = _worker
-    return run_chunk(conn, dialect, task, public_key)
+    conn, dialect, public_key, url = _worker
+    return run_chunk(conn, dialect, task, public_key, url if dialect == "sqlite" else None)

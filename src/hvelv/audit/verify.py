@@ -213,7 +213,7 @@ def _run_chunks(
         raw = engine.raw_connection()
         try:
             conn: Any = raw.driver_connection
-            return [chunks.run_chunk(conn, dialect, task, public_key) for task in tasks]
+            return [chunks.run_chunk(conn, dialect, task, public_key, url) for task in tasks]
         finally:
             raw.rollback()
             raw.close()
