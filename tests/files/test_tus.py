@@ -8,9 +8,11 @@ import itertools
 import os
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from hvelv.files import uploads
 from hvelv.files.models import Upload
 from hvelv.platform import Platform
 from tests.files.support import (
@@ -362,3 +364,51 @@ def test_replacing_a_file_keeps_the_old_one_in_the_trash(
     trash = client.get(f"/v1/projects/{project}/files/files/trash", headers=h).json()["items"]
     assert [t["sha256"] for t in trash] == [sha256(b"version 1")]
     assert "replaced" in trash[0]["deleted_by"]
+
+
+@pytest.mark.parametrize("first_state", ["kept", "forgotten", "wrong"])
+def test_concatenation_goes_on_from_the_first_partials_hash(
+    client: TestClient,
+    people: dict[str, Person],
+    project: str,
+    first_state: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first partial's running SHA-256 saves reading it back; a missing one (restart,
+    another replica) or one that does not match the recorded digest is not used."""
+    h = people["member"].headers
+    data = os.urandom(5 * MiB + 7)
+    cuts = [0, 2 * MiB + 1, len(data)]
+    partials = []
+    for start, end in itertools.pairwise(cuts):
+        made = client.post(
+            uploads_url(project),
+            headers={**h, **TUS, "Upload-Length": str(end - start), "Upload-Concat": "partial"},
+        )
+        assert patch(client, made.headers["Location"], h, 0, data[start:end]).status_code == 204
+        partials.append(made.headers["Location"])
+    first_id = partials[0].rsplit("/", 1)[-1]
+    kept = uploads._PARTIAL_HASHES
+    if first_state == "forgotten":
+        kept.take(first_id, None)
+    elif first_state == "wrong":
+        kept.keep(first_id, hashlib.sha256(b"something else"))
+    else:  # the read-back must not touch the first partial: fail a whole-file hash
+
+        def whole_file_hash(*args: object) -> str:
+            raise AssertionError("the first partial was read back")
+
+        monkeypatch.setattr(uploads, "file_sha256", whole_file_hash)
+    final = client.post(
+        uploads_url(project),
+        headers={
+            **h,
+            **TUS,
+            "Upload-Concat": "final;" + " ".join(partials),
+            "Upload-Metadata": metadata(filename="joined.bin"),
+        },
+    )
+    assert final.status_code == 201, final.text
+    assert listing(client, project, h)[0]["sha256"] == sha256(data)
+    assert download(client, project, h, "joined.bin").content == data
+    assert kept.take(first_id, None) is None  # used once, then gone

@@ -483,6 +483,12 @@ class SegmentWriter:
     def sha256_hex(self) -> str:
         return self.sha256_digest().hex()
 
+    def sha256_state(self) -> Any:
+        """A copy of the running SHA-256 of the whole plaintext (``hashlib`` object), to go
+        on hashing what follows it elsewhere; only after ``finish``."""
+        self.sha256_digest()  # the same preconditions
+        return self._hash.copy()
+
 
 def encrypt_bytes(
     key: bytes, object_id: bytes, data: bytes, segment_size: int = DEFAULT_SEGMENT_SIZE

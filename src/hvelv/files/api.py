@@ -26,7 +26,7 @@ from hvelv.audit.trail import AuditTrail
 from hvelv.crypto.segments import IntegrityError
 from hvelv.errors import HvelvError
 from hvelv.files import catalog, links, tus, uploads
-from hvelv.files.blobs import FileReader, blobs_of, file_sha256
+from hvelv.files.blobs import FileReader, blobs_of
 from hvelv.files.models import StoredFile, Upload, UploadLink
 from hvelv.files.paths import Area, clean_path, clean_prefix
 from hvelv.files.ranges import (
@@ -323,12 +323,12 @@ def _register(area: Area) -> None:
             project = ctx.project
             assert project is not None
 
-            def check() -> FileReader:
-                reader = uploads.concatenation_reader(
+            def check() -> uploads.Concatenation:
+                parts = uploads.concatenation_reader(
                     ctx.platform, ctx.session, project, new, concat.partial_ids
                 )
                 ctx.commit()  # no write lock is held while the parts are hashed
-                return reader
+                return parts
 
             def finalise(sha: str) -> Upload:
                 final = uploads.concatenate(
@@ -337,8 +337,8 @@ def _register(area: Area) -> None:
                 ctx.commit()
                 return final
 
-            reader = await run_in_threadpool(check)
-            sha = await run_in_threadpool(file_sha256, reader)
+            parts = await run_in_threadpool(check)
+            sha = await run_in_threadpool(parts.sha256)
             final = await run_in_threadpool(finalise, sha)
             return Response(
                 status_code=201,

@@ -23,6 +23,7 @@ import queue
 import secrets
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,7 +36,7 @@ from hvelv.audit.trail import AuditTrail
 from hvelv.crypto.segments import IntegrityError, SegmentWriter, encrypted_size
 from hvelv.errors import Conflict, HvelvError, InvalidInput, NotFound
 from hvelv.files import catalog
-from hvelv.files.blobs import Blob, FileReader, file_sha256, new_blob_name
+from hvelv.files.blobs import Blob, FileReader, file_sha256, new_blob_name, read_ahead
 from hvelv.files.models import Upload, UploadLink
 from hvelv.files.paths import Area, clean_path
 from hvelv.files.tus import TusError
@@ -716,6 +717,8 @@ class PartWriter:
         self.store.delete(_tail_key(self.lease.upload))
         if self.writer.sha256_known:
             sha = self.writer.sha256_hex()
+            if self.lease.upload.concat == "partial":
+                _PARTIAL_HASHES.keep(self.lease.upload_id, self.writer.sha256_state())
         else:  # rebuilt after a restart: hash the stored blob (outside any write lock)
             with self.platform.db.read() as session:
                 reader = FileReader(
@@ -822,21 +825,73 @@ def _partials(
     return parts
 
 
+class _PartialHashes:
+    """The running SHA-256 of partial uploads finished by this process, newest kept.
+
+    SHA-256 cannot be combined from the partials' digests, so a concatenation reads the
+    partials back and hashes them in order. The first partial's state is usually still
+    here (it was hashed as it arrived): hashing goes on from it, and only the partials
+    after it are read back. A restart or another replica finds nothing and reads all.
+    """
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._states: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, upload_id: str, state: Any) -> None:
+        with self._lock:
+            self._states[upload_id] = state
+            while len(self._states) > self.LIMIT:
+                self._states.popitem(last=False)
+
+    def take(self, upload_id: str, sha256: str | None) -> Any:
+        """The state of a partial whose digest is ``sha256``, or None."""
+        with self._lock:
+            state = self._states.pop(upload_id, None)
+        if state is None or sha256 is None or state.hexdigest() != sha256:
+            return None
+        return state
+
+
+_PARTIAL_HASHES = _PartialHashes()
+
+
+@dataclass
+class Concatenation:
+    """The partials of a final upload, checked, ready to be hashed in order."""
+
+    reader: FileReader
+    head: Any  # the first partial's SHA-256 state (None: hash everything)
+    head_length: int
+
+    def sha256(self) -> str:
+        if self.head is None:
+            return file_sha256(self.reader)
+        digest = self.head.copy()
+        for chunk in read_ahead(self.reader.iter_range(self.head_length), depth=2):
+            digest.update(chunk)
+        return str(digest.hexdigest())
+
+
 def concatenation_reader(
     platform: Platform,
     session: Session,
     project: Project,
     new: NewUpload,
     partial_ids: tuple[str, ...],
-) -> FileReader:
-    """Check a final upload's partials and return a reader over their blobs (to hash them
-    before the write transaction)."""
+) -> Concatenation:
+    """Check a final upload's partials and return them for hashing (before the write
+    transaction)."""
     _path_from(new.metadata)
     _content_type(new.metadata)
     parts = _partials(session, project, new, partial_ids)
     if sum(known_length(p) for p in parts) > platform.settings.max_file_bytes:
         raise TusError(413, "file_too_large", "the concatenated file is too large")
-    return FileReader(platform, session, project.pid, [_blob_of(p) for p in parts], cache=False)
+    reader = FileReader(platform, session, project.pid, [_blob_of(p) for p in parts], cache=False)
+    head = _PARTIAL_HASHES.take(parts[0].id, parts[0].sha256)
+    return Concatenation(reader, head, known_length(parts[0]))
 
 
 def concatenate(
