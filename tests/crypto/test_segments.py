@@ -168,11 +168,14 @@ def test_random_ranges_streamed_in_one_call(data: st.DataObject, n: int, segment
     start = data.draw(st.integers(0, n))
     end = data.draw(st.integers(start, n))
     chunk = data.draw(st.integers(1, 50))
+    as_asked = data.draw(st.booleans())  # chunks of the size asked for: one segment each
     calls: list[tuple[int, int]] = []
 
-    def open_range(a: int, b: int) -> list[bytes]:
+    def open_range(a: int, b: int, size: int) -> list[bytes]:
         calls.append((a, b))
-        return [blob[i : min(i + chunk, b)] for i in range(a, b, chunk)]
+        step = size if as_asked else chunk
+        assert size == segment_size + SEGMENT_OVERHEAD
+        return [blob[i : min(i + step, b)] for i in range(a, b, step)]
 
     r = SegmentReader(
         KEY,
@@ -201,7 +204,7 @@ def test_streamed_reader_detects_tampering_and_short_streams() -> None:
             lambda a, b: data[a:b],
             len(data),
             segment_size=S,
-            open_range=lambda a, b: [data[a:b]],
+            open_range=lambda a, b, size: [data[a:b]],
         )
 
     r = make(bytes(blob))
@@ -215,7 +218,7 @@ def test_streamed_reader_detects_tampering_and_short_streams() -> None:
         lambda a, b: good[a:b],
         len(good),
         segment_size=S,
-        open_range=lambda a, b: [good[a : b - 1]],
+        open_range=lambda a, b, size: [good[a : b - 1]],
     )
     with pytest.raises(IntegrityError, match="short read"):
         short.read(0, 5 * S + 3)

@@ -32,7 +32,7 @@ def reader_for(store: BlobStore, key: str, oid: bytes, segment_size: int) -> Seg
         lambda a, b: store.read_range(key, a, b),
         store.size(key),
         segment_size=segment_size,
-        open_range=lambda a, b: store.open_range(key, a, b),
+        open_range=lambda a, b, size: store.open_range(key, a, b, size),
     )
 
 

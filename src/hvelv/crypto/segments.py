@@ -577,16 +577,18 @@ def plaintext_sha256(
 
 
 ReadRange = Callable[[int, int], bytes]
-OpenRange = Callable[[int, int], Iterable[bytes]]
+OpenRange = Callable[[int, int, int], Iterable[bytes]]
 
 
 class SegmentReader:
     """Random access to the plaintext of a stored object, one segment in memory at a time.
 
     ``read_range(start, end)`` must return stored bytes ``[start, end)``; it is called once
-    per segment. If ``open_range(start, end)`` is given too (an iterator of chunks, such as
-    ``BlobStore.open_range``), :meth:`iter_range` fetches all covering segments with one
-    call instead (one GET on S3) and still holds about one segment in memory.
+    per segment. If ``open_range(start, end, chunk_size)`` is given too (an iterator of
+    chunks, such as ``BlobStore.open_range``), :meth:`iter_range` fetches all covering
+    segments with one call instead (one GET on S3) and still holds about one segment in
+    memory. It asks for chunks of one stored segment: a chunk that is exactly a segment is
+    decrypted as it is, without being copied into a buffer first.
     ``stored_size`` is the stored object's length. If the caller recorded the segment size
     it may pass it (saves reading the header); the header is authenticated through every
     segment anyway.
@@ -679,9 +681,13 @@ class SegmentReader:
         buf = bytearray()
         index = span.first_segment
         got = 0
-        for chunk in self._open(span.start, span.end):
-            buf += chunk
+        for chunk in self._open(span.start, span.end, full):
             got += len(chunk)
+            if not buf and len(chunk) == full and index < self._last_index:
+                yield self._cipher.open(index, _KIND_INNER, chunk)
+                index += 1
+                continue
+            buf += chunk
             while index < self._last_index and len(buf) >= full:
                 with memoryview(buf) as view:
                     plaintext = self._cipher.open(index, _KIND_INNER, view[:full])
