@@ -44,19 +44,28 @@ static size_t skip_ws(const unsigned char *s, size_t i, size_t n) {
 }
 
 /* the end of a JSON string starting at s[i] == '"' (index after the closing quote), or 0;
- * *escaped tells whether it holds a backslash */
+ * *escaped tells whether it holds a backslash. Raw control characters are not looked for
+ * here (the bodies are the writer's canonical JSON, authenticated by the chain); a compared
+ * value is checked for them in top_values. */
 static size_t string_end(const unsigned char *s, size_t i, size_t n, int *escaped) {
     *escaped = 0;
-    for (i++; i < n; i++) {
-        if (s[i] == '\\') {
-            *escaped = 1;
-            i++;
-        } else if (s[i] == '"') {
-            return i + 1;
-        } else if (s[i] < 0x20) {
-            return 0;
-        }
+    i++;
+    for (;;) {
+        const unsigned char *quote = memchr(s + i, '"', n - i);
+        if (!quote) return 0;
+        size_t q = (size_t)(quote - s);
+        const unsigned char *slash = memchr(s + i, '\\', q - i);
+        if (!slash) return q + 1;
+        /* an escape before the quote: step over it, and go on after it */
+        *escaped = 1;
+        i = (size_t)(slash - s) + 2;
+        if (i > n) return 0;
     }
+}
+
+static int has_control(const unsigned char *p, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (p[k] < 0x20) return 1;
     return 0;
 }
 
@@ -132,9 +141,9 @@ static int top_values(const unsigned char *s, size_t n, Value out[7]) {
             } else if (s[i] == '"') {
                 int esc;
                 string_end(s, i, n, &esc);
-                v->kind = esc ? -1 : 1;
                 v->p = s + i + 1;
                 v->n = end - i - 2;
+                v->kind = esc || has_control(v->p, v->n) ? -1 : 1;
             } else if (end - i == 4 && memcmp(s + i, "null", 4) == 0) {
                 v->kind = 3;
             } else {
@@ -173,7 +182,10 @@ static int columns_agree(sqlite3_stmt *st, const unsigned char *body, size_t n) 
     Value v[7];
     if (!top_values(body, n, v)) return 0;
     for (int k = 0; k < 7; k++) {
-        int col = 4 + k, type = sqlite3_column_type(st, col);
+        /* the column's value read once (the connection is used by this thread only, so an
+         * unprotected value is safe to read; measured cheaper than sqlite3_column_* calls) */
+        sqlite3_value *col = sqlite3_column_value(st, k == 0 ? 0 : 4 + k);
+        int type = sqlite3_value_type(col);
         switch (v[k].kind) {
         case 0:
         case 3:
@@ -181,11 +193,11 @@ static int columns_agree(sqlite3_stmt *st, const unsigned char *body, size_t n) 
             break;
         case 1:
             if (type != SQLITE_TEXT) return 0;
-            if ((size_t)sqlite3_column_bytes(st, col) != v[k].n) return 0;
-            if (v[k].n && memcmp(sqlite3_column_text(st, col), v[k].p, v[k].n) != 0) return 0;
+            if ((size_t)sqlite3_value_bytes(col) != v[k].n) return 0;
+            if (v[k].n && memcmp(sqlite3_value_text(col), v[k].p, v[k].n) != 0) return 0;
             break;
         case 2:
-            if (type != SQLITE_INTEGER || sqlite3_column_int64(st, col) != v[k].integer) return 0;
+            if (type != SQLITE_INTEGER || sqlite3_value_int64(col) != v[k].integer) return 0;
             break;
         default:
             return 0;
@@ -194,7 +206,8 @@ static int columns_agree(sqlite3_stmt *st, const unsigned char *body, size_t n) 
     return 1;
 }
 
-#define COLUMNS "seq, prev_hash, body, hash, seq, ts, actor, action, outcome, project_id, target"
+/* columns 0-3 for the chain, 5-10 (and the seq of column 0) for the column check */
+#define COLUMNS "seq, prev_hash, body, hash, NULL, ts, actor, action, outcome, project_id, target"
 enum { SCAN_CLEAN, SCAN_DIRTY, SCAN_ASTRAY };
 
 static void sha256_2(const unsigned char *a, size_t a_n, const unsigned char *b, size_t b_n,
@@ -229,21 +242,27 @@ static int scan(sqlite3 *db, const char *sql, long long a, long long b, long lon
     if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 2, b);
     if (rc == SQLITE_OK) {
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            if (expected > hi || sqlite3_column_type(st, 0) != SQLITE_INTEGER ||
-                sqlite3_column_int64(st, 0) != expected) {
+            /* each value read once, blob before bytes (see columns_agree on unprotected values) */
+            sqlite3_value *seq = sqlite3_column_value(st, 0), *prev_v = sqlite3_column_value(st, 1),
+                          *body_v = sqlite3_column_value(st, 2), *hash_v = sqlite3_column_value(st, 3);
+            if (expected > hi || sqlite3_value_type(seq) != SQLITE_INTEGER ||
+                sqlite3_value_int64(seq) != expected) {
                 outcome = by_rowid ? SCAN_ASTRAY : SCAN_DIRTY;
                 break;
             }
-            if (sqlite3_column_type(st, 1) != SQLITE_BLOB || sqlite3_column_type(st, 2) != SQLITE_BLOB ||
-                sqlite3_column_type(st, 3) != SQLITE_BLOB || sqlite3_column_bytes(st, 1) != HASH ||
-                sqlite3_column_bytes(st, 3) != HASH) {
+            if (sqlite3_value_type(prev_v) != SQLITE_BLOB || sqlite3_value_type(body_v) != SQLITE_BLOB ||
+                sqlite3_value_type(hash_v) != SQLITE_BLOB) {
                 outcome = SCAN_DIRTY;
                 break;
             }
-            const unsigned char *prev = sqlite3_column_blob(st, 1);
-            const unsigned char *body = sqlite3_column_blob(st, 2);
-            size_t body_n = (size_t)sqlite3_column_bytes(st, 2);
-            const unsigned char *stored = sqlite3_column_blob(st, 3);
+            const unsigned char *prev = sqlite3_value_blob(prev_v);
+            const unsigned char *body = sqlite3_value_blob(body_v);
+            const unsigned char *stored = sqlite3_value_blob(hash_v);
+            size_t body_n = (size_t)sqlite3_value_bytes(body_v);
+            if (sqlite3_value_bytes(prev_v) != HASH || sqlite3_value_bytes(hash_v) != HASH) {
+                outcome = SCAN_DIRTY;
+                break;
+            }
             long long at = expected - lo;
             if (at == 0) {
                 memcpy(first_prev, prev, HASH);
