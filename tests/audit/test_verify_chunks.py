@@ -345,3 +345,23 @@ def test_a_file_the_native_walk_cannot_open_falls_back_to_python(
     expected = sequential(platform)
     monkeypatch.setattr(module, "_worker_url", lambda engine: "/nonexistent/hvelv.db")
     assert chunked(platform, 8, 1) == expected
+
+
+@pytest.mark.parametrize("seq", [5.5, 8.5, 0.5, 40.5])
+def test_an_event_with_a_fractional_seq_is_found(platform: Platform, walk: str, seq: float) -> None:
+    """SQLite keeps a REAL in the BIGINT key: inside a chunk, between two chunks, below the
+    first and above the head it is an insertion, reported as the sequential walk does."""
+    if platform.db.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL refuses a fractional bigint")
+    fill(platform, 40)
+    run_sql(
+        platform,
+        "INSERT INTO audit_events SELECT :seq, ts, actor, action, project_id, target, outcome, "
+        "body, prev_hash, hash FROM audit_events WHERE seq = 5",
+        seq=seq,
+    )
+    expected = sequential(platform)
+    assert expected.problem is not None
+    for chunk_size in (4, 8, 64):
+        assert chunked(platform, chunk_size, 1) == expected, chunk_size
+    assert chunked(platform, 8, 2) == expected

@@ -22,6 +22,7 @@
 #include <Python.h>
 #include <openssl/sha.h>
 #include <sqlite3.h>
+#include <ctype.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -43,30 +44,52 @@ static size_t skip_ws(const unsigned char *s, size_t i, size_t n) {
     return i;
 }
 
-/* the end of a JSON string starting at s[i] == '"' (index after the closing quote), or 0;
- * *escaped tells whether it holds a backslash. Raw control characters are not looked for
- * here (the bodies are the writer's canonical JSON, authenticated by the chain); a compared
- * value is checked for them in top_values. */
+/* the end of a JSON string starting at s[i] == '"' (index after the closing quote), or 0
+ * when it is not well formed (a raw control character, an unknown or short escape);
+ * *escaped tells whether it holds an escape */
 static size_t string_end(const unsigned char *s, size_t i, size_t n, int *escaped) {
     *escaped = 0;
-    i++;
-    for (;;) {
-        const unsigned char *quote = memchr(s + i, '"', n - i);
-        if (!quote) return 0;
-        size_t q = (size_t)(quote - s);
-        const unsigned char *slash = memchr(s + i, '\\', q - i);
-        if (!slash) return q + 1;
-        /* an escape before the quote: step over it, and go on after it */
-        *escaped = 1;
-        i = (size_t)(slash - s) + 2;
-        if (i > n) return 0;
+    for (i++; i < n; i++) {
+        unsigned char c = s[i];
+        if (c == '"') return i + 1;
+        if (c < 0x20) return 0;
+        if (c == '\\') {
+            *escaped = 1;
+            if (++i >= n) return 0;
+            c = s[i];
+            if (c == 'u') {
+                if (n - i < 5) return 0;
+                for (int h = 1; h <= 4; h++)
+                    if (!isxdigit(s[i + h])) return 0;
+                i += 4;
+            } else if (!strchr("\"\\/bfnrt", c) || c == 0) {
+                return 0;
+            }
+        }
     }
+    return 0;
 }
 
-static int has_control(const unsigned char *p, size_t n) {
-    for (size_t k = 0; k < n; k++)
-        if (p[k] < 0x20) return 1;
-    return 0;
+/* the end of a JSON number at s[i] (RFC 8259 grammar), or 0 */
+static size_t number_end(const unsigned char *s, size_t i, size_t n) {
+    if (i < n && s[i] == '-') i++;
+    if (i >= n || !isdigit(s[i])) return 0;
+    if (s[i] == '0') {
+        i++;
+    } else {
+        while (i < n && isdigit(s[i])) i++;
+    }
+    if (i < n && s[i] == '.') {
+        if (++i >= n || !isdigit(s[i])) return 0;
+        while (i < n && isdigit(s[i])) i++;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        if (i >= n || !isdigit(s[i])) return 0;
+        while (i < n && isdigit(s[i])) i++;
+    }
+    return i;
 }
 
 /* the end of any JSON value starting at s[i], or 0 when it is not well formed */
@@ -98,14 +121,9 @@ static size_t value_end(const unsigned char *s, size_t i, size_t n, int depth) {
             return 0;
         }
     }
-    /* a literal, or the run of characters a number is made of */
     if (n - i >= 4 && (memcmp(s + i, "true", 4) == 0 || memcmp(s + i, "null", 4) == 0)) return i + 4;
     if (n - i >= 5 && memcmp(s + i, "false", 5) == 0) return i + 5;
-    size_t start = i;
-    while (i < n && (s[i] == '-' || s[i] == '+' || s[i] == '.' || s[i] == 'e' || s[i] == 'E' ||
-                     (s[i] >= '0' && s[i] <= '9')))
-        i++;
-    return i > start ? i : 0;
+    return number_end(s, i, n);
 }
 
 /* read the top-level values of the compared keys; 0 when the body is not one JSON object */
@@ -143,7 +161,7 @@ static int top_values(const unsigned char *s, size_t n, Value out[7]) {
                 string_end(s, i, n, &esc);
                 v->p = s + i + 1;
                 v->n = end - i - 2;
-                v->kind = esc || has_control(v->p, v->n) ? -1 : 1;
+                v->kind = esc ? -1 : 1;
             } else if (end - i == 4 && memcmp(s + i, "null", 4) == 0) {
                 v->kind = 3;
             } else {
@@ -182,8 +200,9 @@ static int columns_agree(sqlite3_stmt *st, const unsigned char *body, size_t n) 
     Value v[7];
     if (!top_values(body, n, v)) return 0;
     for (int k = 0; k < 7; k++) {
-        /* the column's value read once (the connection is used by this thread only, so an
-         * unprotected value is safe to read; measured cheaper than sqlite3_column_* calls) */
+        /* the column's value read once (measured cheaper than sqlite3_column_* calls). It is
+         * an unprotected value; the connection is opened NOMUTEX (multi-thread mode), where
+         * SQLite makes no difference between protected and unprotected values */
         sqlite3_value *col = sqlite3_column_value(st, k == 0 ? 0 : 4 + k);
         int type = sqlite3_value_type(col);
         switch (v[k].kind) {
@@ -213,11 +232,13 @@ enum { SCAN_CLEAN, SCAN_DIRTY, SCAN_ASTRAY };
 static void sha256_2(const unsigned char *a, size_t a_n, const unsigned char *b, size_t b_n,
                      unsigned char *out);
 
-/* the first row's integer of a one-parameter query (*found = 0 when there is no row) */
-static int one_integer(sqlite3 *db, const char *sql, long long param, long long *out, int *found) {
+/* the first row's integer of a query of one or two parameters (*found = 0: no row) */
+static int one_integer(sqlite3 *db, const char *sql, long long a, long long b, long long *out,
+                       int *found) {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 1, param);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 1, a);
+    if (rc == SQLITE_OK && sqlite3_bind_parameter_count(st) > 1) rc = sqlite3_bind_int64(st, 2, b);
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(st);
         *found = rc == SQLITE_ROW;
@@ -336,11 +357,6 @@ static PyObject *frontier(unsigned char **levels, int heights, long long count) 
     return list;
 }
 
-static PyObject *sqlite_error(sqlite3 *db, const char *what) {
-    PyErr_Format(PyExc_RuntimeError, "%s: %s", what, db ? sqlite3_errmsg(db) : "out of memory");
-    return NULL;
-}
-
 static PyObject *walk(PyObject *self, PyObject *args) {
     (void)self;
     const char *path;
@@ -353,10 +369,15 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "a chunk holds 1 to 2**30 events");
         return NULL;
     }
+    /* the marks, checked and copied: the walk below never looks at the Python object again */
     PyObject *marks = PySequence_Fast(marks_arg, "marks must be a sequence");
     if (!marks) return NULL;
     Py_ssize_t n_marks = PySequence_Fast_GET_SIZE(marks);
-    long long count = hi - lo + 1;
+    long long *mark_at = PyMem_Malloc((size_t)(n_marks ? n_marks : 1) * sizeof *mark_at);
+    if (!mark_at) {
+        Py_DECREF(marks);
+        return PyErr_NoMemory();
+    }
     for (Py_ssize_t m = 0; m < n_marks; m++) {
         long long mark = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(marks, m));
         if (mark == -1 && PyErr_Occurred()) goto fail_marks;
@@ -364,7 +385,10 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "a mark lies outside the chunk");
             goto fail_marks;
         }
+        mark_at[m] = mark;
     }
+    Py_DECREF(marks);
+    long long count = hi - lo + 1;
 
     int heights = 1;
     while ((1LL << heights) <= count) heights++;
@@ -373,7 +397,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     if (!levels || !chain) {
         PyMem_Free(levels);
         PyMem_Free(chain);
-        Py_DECREF(marks);
+        PyMem_Free(mark_at);
         return PyErr_NoMemory();
     }
 
@@ -381,46 +405,55 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     int outcome = SCAN_DIRTY, columns_ok = 1, rc;
     unsigned char first_prev[HASH];
+    char error[200] = "";
 
     Py_BEGIN_ALLOW_THREADS
     rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA mmap_size = 2147418112", NULL, NULL, NULL);
     /* one read transaction: the lookups and the scans see the same rows */
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    long long first_row = 0, last_row = 0;
-    int found_lo = 0, found_hi = 0, beyond = 0;
-    if (rc == SQLITE_OK) rc = one_integer(db, "SELECT rowid FROM audit_events WHERE seq = ?1", lo, &first_row, &found_lo);
-    if (rc == SQLITE_OK) rc = one_integer(db, "SELECT rowid FROM audit_events WHERE seq = ?1", hi, &last_row, &found_hi);
+    /* the chunk is the rows with lo <= seq < hi + 1 (half open, as in chunks._range: a
+     * seq that is not an integer still belongs to exactly one chunk) */
+    long long first_row = 0, last_row = 0, in_range = 0;
+    int found_lo = 0, found_hi = 0, found_count = 0, beyond = 0;
+    if (rc == SQLITE_OK) rc = one_integer(db, "SELECT rowid FROM audit_events WHERE seq = ?1", lo, 0, &first_row, &found_lo);
+    if (rc == SQLITE_OK) rc = one_integer(db, "SELECT rowid FROM audit_events WHERE seq = ?1", hi, 0, &last_row, &found_hi);
+    if (rc == SQLITE_OK)
+        rc = one_integer(db, "SELECT count(*) FROM audit_events WHERE seq >= ?1 AND seq < ?2", lo, hi + 1,
+                         &in_range, &found_count);
     if (rc == SQLITE_OK && open_below) {
         long long ignored;
         int found = 0;
-        rc = one_integer(db, "SELECT 1 FROM audit_events WHERE seq < ?1 OR seq IS NULL LIMIT 1", lo, &ignored, &found);
+        rc = one_integer(db, "SELECT 1 FROM audit_events WHERE seq < ?1 OR seq IS NULL LIMIT 1", lo, 0, &ignored, &found);
         beyond |= found;
     }
     if (rc == SQLITE_OK && open_above) {
         long long ignored;
         int found = 0;
-        rc = one_integer(db, "SELECT 1 FROM audit_events WHERE seq > ?1 LIMIT 1", hi, &ignored, &found);
+        rc = one_integer(db, "SELECT 1 FROM audit_events WHERE seq >= ?1 LIMIT 1", hi + 1, 0, &ignored, &found);
         beyond |= found;
     }
     if (rc == SQLITE_OK && !beyond) {
         outcome = SCAN_ASTRAY;
-        if (found_lo && found_hi && first_row <= last_row && last_row - first_row == hi - lo)
-            /* the rows in rowid order (a plain table scan; by the seq index each row costs a
-             * b-tree lookup, measured 4x slower): they are the chunk when their seqs run lo..hi */
+        /* the rows in rowid order (a plain table scan; by the seq index each row costs a b-tree
+         * lookup, measured 4x slower) when exactly hi - lo + 1 rows have a seq in the range and
+         * the rowids of lo and hi span as many: they are the chunk when their seqs run lo..hi */
+        if (found_lo && found_hi && in_range == count && first_row <= last_row &&
+            last_row - first_row == hi - lo)
             outcome = scan(db, "SELECT " COLUMNS " FROM audit_events WHERE rowid >= ?1 AND rowid <= ?2 ORDER BY rowid",
                            first_row, last_row, lo, hi, 1, chain, first_prev, &columns_ok, &rc);
         if (rc == SQLITE_OK && outcome == SCAN_ASTRAY) {
             columns_ok = 1;
-            outcome = scan(db, "SELECT " COLUMNS " FROM audit_events WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
-                           lo, hi, lo, hi, 0, chain, first_prev, &columns_ok, &rc);
+            outcome = scan(db, "SELECT " COLUMNS " FROM audit_events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
+                           lo, hi + 1, lo, hi, 0, chain, first_prev, &columns_ok, &rc);
         }
     }
+    if (rc != SQLITE_OK) snprintf(error, sizeof error, "%s", db ? sqlite3_errmsg(db) : "out of memory");
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     Py_END_ALLOW_THREADS
 
     if (rc != SQLITE_OK) {
-        sqlite_error(db, "reading the audit events");
+        PyErr_Format(PyExc_RuntimeError, "reading the audit events: %s", error);
         goto done;
     }
     if (outcome != SCAN_CLEAN) {
@@ -448,7 +481,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     PyObject *marked = PyList_New(n_marks);
     if (!marked) goto done;
     for (Py_ssize_t m = 0; m < n_marks; m++) {
-        long long mark = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(marks, m));
+        long long mark = mark_at[m];
         PyObject *front = frontier(levels, heights, mark - lo + 1);
         PyObject *item = front ? Py_BuildValue("(y#N)", chain + (mark - lo) * HASH, (Py_ssize_t)HASH, front)
                                : NULL;
@@ -471,11 +504,12 @@ done:
     for (int h = 0; h < heights; h++) PyMem_Free(levels[h]);
     PyMem_Free(levels);
     PyMem_Free(chain);
-    Py_DECREF(marks);
+    PyMem_Free(mark_at);
     return result;
 
 fail_marks:
     Py_DECREF(marks);
+    PyMem_Free(mark_at);
     return NULL;
 }
 
