@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from hvelv.crypto.segments import IntegrityError
 from hvelv.files import uploads
 from hvelv.files.models import Upload
 from hvelv.platform import Platform
@@ -412,3 +413,35 @@ def test_concatenation_goes_on_from_the_first_partials_hash(
     assert listing(client, project, h)[0]["sha256"] == sha256(data)
     assert download(client, project, h, "joined.bin").content == data
     assert kept.take(first_id, None) is None  # used once, then gone
+
+
+def test_a_damaged_first_partial_fails_the_concatenation_even_with_its_hash_kept(
+    client: TestClient, platform: Platform, people: dict[str, Person], project: str
+) -> None:
+    """The first partial is not read back when its running hash is kept; its stored length
+    is still authenticated, so a truncated blob fails instead of yielding a file."""
+    h = people["member"].headers
+    data = os.urandom(3 * MiB)
+    partials = []
+    for start, end in [(0, 2 * MiB), (2 * MiB, len(data))]:
+        made = client.post(
+            uploads_url(project),
+            headers={**h, **TUS, "Upload-Length": str(end - start), "Upload-Concat": "partial"},
+        )
+        assert patch(client, made.headers["Location"], h, 0, data[start:end]).status_code == 204
+        partials.append(made.headers["Location"])
+    with platform.db.read() as session:
+        first = session.get(Upload, partials[0].rsplit("/", 1)[-1])
+        assert first is not None
+        store, key = platform.store(first.store), first.storage_key
+    damaged = store.read_bytes(key)[:-100]
+    store.put_bytes(key, damaged)
+    final_headers = {
+        **h,
+        **TUS,
+        "Upload-Concat": "final;" + " ".join(partials),
+        "Upload-Metadata": metadata(filename="joined.bin"),
+    }
+    with pytest.raises(IntegrityError, match="outside object"):
+        client.post(uploads_url(project), headers=final_headers)
+    assert listing(client, project, h) == []

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from hvelv.storage import local as local_mod
-from hvelv.storage.base import PartTooSmallError, StorageError, UploadNotFoundError
+from hvelv.storage.base import PartOrderError, PartTooSmallError, StorageError, UploadNotFoundError
 from hvelv.storage.local import LocalBlobStore
 
 
@@ -78,8 +80,8 @@ def test_fsync_before_rename_and_directory_fsync_after(
     events.clear()
     store.write_part("x/z", upload, 1, b"part")
     # data synced, then its journal line appended and synced; the first part also makes
-    # the two new directory entries durable
-    assert events == ["fdatasync-file", "fdatasync-file", "fsync-dir"]
+    # each new directory entry durable before the next step relies on it
+    assert events == ["fdatasync-file", "fsync-dir", "fdatasync-file", "fsync-dir"]
     events.clear()
     store.write_part("x/z", upload, 2, b"more")
     assert events == ["fdatasync-file", "fdatasync-file"]
@@ -144,7 +146,8 @@ def test_a_torn_journal_line_ends_the_journal(store: LocalBlobStore, torn: bytes
         f.write(torn)
     assert [p.size for p in store.list_parts("k", upload)] == [5]
     store.write_part("k", upload, 2, b"second")
-    assert journal.read_bytes() == b"5\n6\n"  # the torn line overwritten, nothing after it
+    # the torn line overwritten, nothing after it
+    assert journal.read_bytes() == b"%020d\n%020d\n" % (5, 6)
     store.write_part("k", upload, 3, b"!")
     store.complete("k", upload, [1, 2, 3])
     assert store.read_bytes("k") == b"firstsecond!"
@@ -207,3 +210,37 @@ def test_temp_files_are_invisible(store: LocalBlobStore) -> None:
     store.put_bytes("d/real", b"1")
     (store.root / "objects" / "d" / (local_mod._TMP_PREFIX + "abc")).write_bytes(b"tmp")
     assert [o.key for o in store.list()] == ["d/real"]
+
+
+def test_writers_of_one_upload_take_turns(
+    store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests writing the same part (one took over a lapsed lease while the other
+    still ran): one stores it, the other waits for it and is refused; one journal line."""
+    upload = store.create_parts("k")
+    real = local_mod._write_all
+    entered = threading.Barrier(2, timeout=5)
+
+    def slow_write(fd: int, data: bytes, offset: int | None = None) -> None:
+        if len(data) == 1000:  # the parts, not the journal lines
+            time.sleep(0.2)
+        real(fd, data, offset)
+
+    monkeypatch.setattr(local_mod, "_write_all", slow_write)
+    outcomes: list[str] = []
+
+    def write() -> None:
+        entered.wait()
+        try:
+            store.write_part("k", upload, 1, os.urandom(1000))
+            outcomes.append("stored")
+        except PartOrderError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["refused", "stored"]
+    assert [p.size for p in store.list_parts("k", upload)] == [1000]

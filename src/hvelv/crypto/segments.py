@@ -624,7 +624,10 @@ class SegmentReader:
         return self._plaintext_size
 
     def _read_exact(self, start: int, end: int, segment: int | None) -> bytes:
-        data = self._read(start, end)
+        try:
+            data = self._read(start, end)
+        except ValueError as exc:  # the store's range check: the object is shorter
+            raise IntegrityError(f"stored bytes [{start}, {end}): {exc}", segment=segment) from None
         if len(data) != end - start:
             raise IntegrityError(
                 f"short read of stored bytes [{start}, {end}): got {len(data)}", segment=segment

@@ -111,6 +111,10 @@ class FileReader:
             if lo < hi:
                 yield from reader.iter_range(lo - offset, hi - offset)
 
+    def verify_length(self, blob: int) -> None:
+        """Authenticate blob ``blob``'s final segment (its length), without reading the rest."""
+        self._readers[blob][1].verify_length()
+
     def first_chunk(self, start: int, end: int) -> tuple[bytes, Iterator[bytes]]:
         """Decrypt the first piece before any response header is sent, so a damaged file
         is a clean error response rather than a broken stream; return it and the rest."""

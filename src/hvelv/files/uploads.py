@@ -869,6 +869,8 @@ class Concatenation:
     def sha256(self) -> str:
         if self.head is None:
             return file_sha256(self.reader)
+        # the first partial is not read back: still make sure its blob is there, whole
+        self.reader.verify_length(0)
         digest = self.head.copy()
         for chunk in read_ahead(self.reader.iter_range(self.head_length), depth=2):
             digest.update(chunk)

@@ -5,18 +5,18 @@ Layout under ``root``::
     objects/<key>                 the objects (0600 files, 0700 directories)
     uploads/<upload_id>/meta.json key and start time of a multipart upload
     uploads/<upload_id>/data      the parts, back to back
-    uploads/<upload_id>/parts     part sizes, one decimal line each (the journal)
+    uploads/<upload_id>/parts     part sizes, one decimal line each, 21 bytes wide (the journal)
 
 Parts are appended to a single data file and, once the data is fsync'ed, recorded by
 appending one line to a small journal that is fsync'ed in turn; the journal is the truth,
 bytes of the data file beyond it are leftovers of an interrupted write and are overwritten.
 Only whole lines of digits count: a line torn by a crash (no newline, or zeros where the
 filesystem extended the file but the write did not land) ends the journal, and the next
-part overwrites it. Appending costs one fsync per part, where replacing the journal
-(temporary file, fsync, rename, directory fsync) cost three and measured as long as
-writing an 8 MiB part. ``complete`` truncates the data file
-to the completed parts and renames it into place, so an upload's bytes are written once
-(no re-assembly copy).
+part's line, as wide as any, overwrites it. Writers of one upload take turns (``flock``).
+Appending costs one fsync per part, where replacing the journal (temporary file, fsync,
+rename, directory fsync) cost three and measured as long as writing an 8 MiB part.
+``complete`` truncates the data file to the completed parts and renames it into place, so
+an upload's bytes are written once (no re-assembly copy).
 
 Whole objects are written to a temporary file in the target directory, fsync'ed, renamed
 over the target, and the directory is fsync'ed before returning.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -333,15 +334,14 @@ class LocalBlobStore(BlobStore):
         return _parse_journal(directory / "parts")[0]
 
     @staticmethod
-    def _append_journal(directory: Path, size: int) -> None:
-        """Record one more part durably: append its line after the valid ones, fsync."""
-        path = directory / "parts"
-        end = _parse_journal(path)[1]
-        line = f"{size}\n".encode("ascii")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    def _append_journal(directory: Path, size: int, end: int) -> None:
+        """Record one more part durably: its line at ``end`` (after the valid lines), fsync.
+        Lines are written 21 bytes wide, so a new line always covers a torn one entirely."""
+        line = f"{size:020d}\n".encode("ascii")
+        fd = os.open(directory / "parts", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             _write_all(fd, line, end)
-            os.ftruncate(fd, end + len(line))  # drop a torn line that was longer
+            os.ftruncate(fd, end + len(line))  # drop whatever followed a torn line
             os.fdatasync(fd)
         finally:
             os.close(fd)
@@ -363,21 +363,25 @@ class LocalBlobStore(BlobStore):
         self, key: str, upload_id: str, part_number: int, data: BytesLike, *, cache: bool = True
     ) -> PartInfo:
         directory = self._upload_dir(key, upload_id)
-        sizes = self._read_journal(directory)
-        count = len(sizes)
-        if part_number != count + 1:
-            raise PartOrderError(
-                f"part {part_number} cannot follow {count} stored part(s): parts are written "
-                "in order, each once"
-            )
-        if sizes and sizes[-1] < self.min_part_size:
-            raise PartTooSmallError(
-                f"part {len(sizes)} has {sizes[-1]} bytes but is not the last; "
-                f"parts must be at least {self.min_part_size} bytes"
-            )
-        offset = sum(sizes)
         fd = os.open(directory / "data", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
+            # one writer per upload at a time (closing the file releases the lock): a second
+            # one, such as a request that took over a lapsed lease while the first still
+            # writes, waits and then finds the part stored
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            sizes, end = _parse_journal(directory / "parts")
+            count = len(sizes)
+            if part_number != count + 1:
+                raise PartOrderError(
+                    f"part {part_number} cannot follow {count} stored part(s): parts are "
+                    "written in order, each once"
+                )
+            if sizes and sizes[-1] < self.min_part_size:
+                raise PartTooSmallError(
+                    f"part {len(sizes)} has {sizes[-1]} bytes but is not the last; "
+                    f"parts must be at least {self.min_part_size} bytes"
+                )
+            offset = sum(sizes)
             _write_all(fd, data, offset)
             os.ftruncate(fd, offset + len(data))
             os.fdatasync(fd)
@@ -387,11 +391,13 @@ class LocalBlobStore(BlobStore):
                 # slower than reused ones on the VMs here, and an upload is rarely read
                 # back at once)
                 os.posix_fadvise(fd, offset, len(data), os.POSIX_FADV_DONTNEED)
+            if count == 0:
+                _fsync_dir(directory)  # the data file's entry, before the journal names it
+            self._append_journal(directory, len(data), end)
+            if count == 0:
+                _fsync_dir(directory)  # the journal's entry
         finally:
             os.close(fd)
-        self._append_journal(directory, len(data))
-        if count == 0:
-            _fsync_dir(directory)  # the directory entries of the data file and the journal
         return PartInfo(part_number, len(data))
 
     def list_parts(self, key: str, upload_id: str) -> builtins.list[PartInfo]:
