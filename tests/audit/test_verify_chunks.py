@@ -307,6 +307,8 @@ def test_column_values_the_native_walk_must_read_exactly(
 
 
 def test_a_column_stored_with_another_type_is_caught(platform: Platform, walk: str) -> None:
+    if platform.db.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's typed columns hold no value of another type")
     fill(platform, 12)
     run_sql(platform, "UPDATE audit_events SET actor = CAST(actor AS BLOB) WHERE seq = 5")
     expected = sequential(platform)
