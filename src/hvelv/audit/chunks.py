@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import importlib
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
@@ -187,20 +188,11 @@ def _native_chunk(
     columns_ok = False
     if walked is not None:
         first_prev, last, frontier, marked, columns_ok = walked
-        frontiers: dict[int, merkle.Frontier] = {}
-        for (tree_size, root_hash, chain_hash, created_at, signature), (at, local) in zip(
-            task.checkpoints, marked, strict=True
-        ):
-            try:
-                public_key.verify(
-                    signature, checkpoint_message(tree_size, root_hash, chain_hash, created_at)
-                )
-            except InvalidSignature:
-                break
-            if at != chain_hash:
-                break
-            frontiers[tree_size] = local
-        else:
+        at_mark = {cp[0]: mark for cp, mark in zip(task.checkpoints, marked, strict=True)}
+        frontiers = _checkpoints(
+            task, public_key, lambda size: at_mark[size][0], lambda size: at_mark[size][1]
+        )
+        if frontiers is not None:
             outcome = (first_prev, last, frontier, frontiers)
     # the exact check where the native walk proved nothing, by seq (the range it walked), so
     # that every row is checked by the chunk that owns its seq
@@ -243,6 +235,25 @@ def _chain(
     if last is None or expected != task.hi + 1:
         return None
     levels = _levels(chain)
+    frontiers = _checkpoints(
+        task,
+        public_key,
+        lambda size: chain[size - task.lo],
+        lambda size: _frontier(levels, size - task.lo + 1),
+    )
+    if frontiers is None:
+        return None
+    return first_prev, last, _frontier(levels, len(chain)), frontiers
+
+
+def _checkpoints(
+    task: ChunkTask,
+    public_key: Ed25519PublicKey,
+    chain_at: Callable[[int], bytes],
+    frontier_at: Callable[[int], merkle.Frontier],
+) -> dict[int, merkle.Frontier] | None:
+    """The local frontier at each of the chunk's checkpoints, or None when a signature or a
+    signed chain hash does not hold (``chain_at(size)``: the chain hash of event ``size``)."""
     frontiers: dict[int, merkle.Frontier] = {}
     for tree_size, root_hash, chain_hash, created_at, signature in task.checkpoints:
         message = checkpoint_message(tree_size, root_hash, chain_hash, created_at)
@@ -250,10 +261,10 @@ def _chain(
             public_key.verify(signature, message)
         except InvalidSignature:
             return None
-        if chain[tree_size - task.lo] != chain_hash:
+        if chain_at(tree_size) != chain_hash:
             return None
-        frontiers[tree_size] = _frontier(levels, tree_size - task.lo + 1)
-    return first_prev, last, _frontier(levels, len(chain)), frontiers
+        frontiers[tree_size] = frontier_at(tree_size)
+    return frontiers
 
 
 def _levels(digests: list[bytes]) -> list[list[bytes]]:
