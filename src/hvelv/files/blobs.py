@@ -123,14 +123,15 @@ class FileReader:
         return first, it
 
 
-def file_sha256(reader: FileReader) -> str:
-    """SHA-256 of the file's plaintext. Reading and decrypting the next segments happens in
-    a thread of its own while this one hashes (SHA-256 is the slower of the two), so the
-    whole takes about as long as the hashing alone."""
-    digest = hashlib.sha256()
-    for chunk in read_ahead(reader.iter_range(), depth=2):
+def file_sha256(reader: FileReader, digest: Any = None, start: int = 0) -> str:
+    """SHA-256 of the file's plaintext; with ``digest`` (a running ``hashlib`` hash of the
+    bytes before ``start``), that hash continued over the rest. Reading and decrypting the
+    next segments happens in a thread of its own while this one hashes (SHA-256 is the
+    slower of the two), so the whole takes about as long as the hashing alone."""
+    digest = hashlib.sha256() if digest is None else digest
+    for chunk in read_ahead(reader.iter_range(start), depth=2):
         digest.update(chunk)
-    return digest.hexdigest()
+    return str(digest.hexdigest())
 
 
 _END = object()

@@ -36,7 +36,7 @@ from hvelv.audit.trail import AuditTrail
 from hvelv.crypto.segments import IntegrityError, SegmentWriter, encrypted_size
 from hvelv.errors import Conflict, HvelvError, InvalidInput, NotFound
 from hvelv.files import catalog
-from hvelv.files.blobs import Blob, FileReader, file_sha256, new_blob_name, read_ahead
+from hvelv.files.blobs import Blob, FileReader, file_sha256, new_blob_name
 from hvelv.files.models import Upload, UploadLink
 from hvelv.files.paths import Area, clean_path
 from hvelv.files.tus import TusError
@@ -871,10 +871,7 @@ class Concatenation:
             return file_sha256(self.reader)
         # the first partial is not read back: still make sure its blob is there, whole
         self.reader.verify_length(0)
-        digest = self.head.copy()
-        for chunk in read_ahead(self.reader.iter_range(self.head_length), depth=2):
-            digest.update(chunk)
-        return str(digest.hexdigest())
+        return file_sha256(self.reader, self.head.copy(), self.head_length)
 
 
 def concatenation_reader(
