@@ -151,6 +151,64 @@ def test_a_client_cut_off_mid_way_resumes_from_head(
         assert fetch(url, project, h, "resumed.bin") == data
 
 
+def open_blobs(pid: int, home: Path) -> dict[str, int]:
+    """Files under the blob store that process ``pid`` holds open, and the file position."""
+    objects = str(home / "blobs" / "objects")
+    held = {}
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed while we looked
+            target = os.readlink(fd)
+            if target.startswith(objects):
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                held[target] = int(info.split("pos:", 1)[1].split()[0])
+    return held
+
+
+def wait_until_stalled(pid: int, home: Path) -> dict[str, int]:
+    """The server's reads of the blob store once they stopped moving (its sends are
+    blocked by a client that reads no more)."""
+    deadline = time.monotonic() + 30
+    last = open_blobs(pid, home)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = open_blobs(pid, home)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the server never stopped reading ahead")
+
+
+def test_a_client_gone_mid_download_releases_the_stored_file(
+    tmp_path: Path, settings: Settings, client: TestClient, people: dict[str, Person], project: str
+) -> None:
+    """The server stops reading (and decrypting) ahead for a client that went away."""
+    h = people["member"].headers
+    data = os.urandom(96 * MiB)  # more than loopback's socket buffers (up to 36 MiB here)
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    with server_process(server_env(settings, **SMALL_PARTS), tmp_path / "server.log") as (
+        url,
+        process,
+    ):
+        tuspy_upload(f"{url}/v1/projects/{project}/files/files/uploads", h, source, "big.bin")
+        content = f"{url}/v1/projects/{project}/files/files/content/big.bin"
+        with httpx.stream("GET", content, headers=h) as response:
+            assert response.status_code == 200
+            chunks = response.iter_raw(64 * 1024)  # kept: dropping it closes the connection
+            first = next(chunks)
+            assert data.startswith(first)
+            # far more than the socket buffers hold: the server waits to send more, having
+            # read only a bounded way ahead
+            stalled = wait_until_stalled(process.pid, settings.home)
+            assert stalled
+            assert all(position < len(data) * 3 // 4 for position in stalled.values())
+        deadline = time.monotonic() + 30
+        while open_blobs(process.pid, settings.home) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert open_blobs(process.pid, settings.home) == {}
+        assert fetch(url, project, h, "big.bin") == data  # and the next download is whole
+
+
 @pytest.mark.slow
 def test_the_server_killed_mid_upload_restarts_and_completes_it(
     tmp_path: Path, settings: Settings, client: TestClient, people: dict[str, Person], project: str

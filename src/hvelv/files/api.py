@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Annotated
 from urllib.parse import quote
@@ -26,6 +26,7 @@ from hvelv.audit.trail import AuditTrail
 from hvelv.crypto.segments import IntegrityError
 from hvelv.errors import HvelvError
 from hvelv.files import catalog, links, tus, uploads
+from hvelv.files.ahead import stream_ahead
 from hvelv.files.blobs import FileReader, blobs_of
 from hvelv.files.models import StoredFile, Upload, UploadLink
 from hvelv.files.paths import Area, clean_path, clean_prefix
@@ -529,7 +530,7 @@ def _register(area: Area) -> None:
             ) from None
         ctx.platform.audit_now(record)
         return StreamingResponse(
-            _guarded(first, rest, stored.path),
+            _guarded(first, stream_ahead(rest, depth=STREAM_DEPTH), stored.path),
             status_code=status,
             headers=headers,
             media_type=stored.content_type,
@@ -608,12 +609,19 @@ def _register(area: Area) -> None:
         return file_out(stored)
 
 
-def _guarded(first: bytes, rest: Iterator[bytes], path: str) -> Iterator[bytes]:
+# Segments decrypted ahead of the one being sent: the next one is read and decrypted (in a
+# thread, without the GIL) while the event loop sends this one. 1 holds about three
+# segments per download in memory and measured as fast as 2 (docs/performance.md).
+STREAM_DEPTH = 1
+
+
+async def _guarded(first: bytes, rest: AsyncIterator[bytes], path: str) -> AsyncIterator[bytes]:
     """Yield the file; a damaged segment later on aborts the stream (never wrong bytes)."""
     if first:
         yield first
     try:
-        yield from rest
+        async for chunk in rest:
+            yield chunk
     except IntegrityError as exc:
         log.error("integrity error while streaming", extra={"path": path, "error": str(exc)})
         raise

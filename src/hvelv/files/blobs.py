@@ -9,17 +9,16 @@ object id, in one of the platform's blob stores.
 from __future__ import annotations
 
 import hashlib
-import queue
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from hvelv.crypto.segments import SegmentReader, encrypted_size
+from hvelv.files.ahead import read_ahead
 from hvelv.platform import Platform
 from hvelv.projects import keys
 
@@ -132,49 +131,3 @@ def file_sha256(reader: FileReader, digest: Any = None, start: int = 0) -> str:
     for chunk in read_ahead(reader.iter_range(start), depth=2):
         digest.update(chunk)
     return str(digest.hexdigest())
-
-
-_END = object()
-
-
-def read_ahead(chunks: Iterator[bytes], depth: int) -> Iterator[bytes]:
-    """The items of ``chunks``, produced by a thread of their own up to ``depth`` ahead.
-
-    An error of the producer is raised here, in order; closing this iterator early stops
-    the producer and closes ``chunks``.
-    """
-    ready: queue.Queue[object] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if not put(chunk):
-                    return
-            put(_END)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    thread.start()
-    try:
-        while (item := ready.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield cast(bytes, item)
-    finally:
-        stop.set()
-        thread.join()
