@@ -13,7 +13,16 @@ temporary directory on the same filesystem as the measurements. In one run:
 * the peak RSS (VmHWM) of a freshly started server process while a file of
   ``--rss-size-mib`` is uploaded and downloaded.
 
+Every timed write and cold read, baseline and API alike, starts from a settled machine:
+``--settle-seconds`` (15) after the last large free. On the virtual machines here, memory
+the guest freed a moment ago is filled several times faster than memory the host has taken
+back: dd of 1 GiB with fdatasync measured 1.7 GB/s right after 4 GiB were deleted, 800 MB/s
+5 s later and 330 MB/s from 15 s on. Without the pause each figure reports how recently the
+run before it freed memory (a run started right after another gave dd 1.5 GB/s and the same
+uploads 430 MiB/s). ``dd oflag=direct`` (no page cache) is printed for context.
+
 Usage: python bench/files.py [--size-mib 1024] [--rss-size-mib 4096] [--dir DIR]
+    [--settle-seconds 15]
 """
 
 from __future__ import annotations
@@ -81,11 +90,19 @@ class Phase:
         )
 
 
-def dd_write(path: Path, size_mib: int) -> float:
+def dd_write(path: Path, size_mib: int, *flags: str) -> float:
     """Seconds for dd to write ``size_mib`` MiB of zeros and fdatasync them."""
     started = time.perf_counter()
     subprocess.run(
-        ["dd", "if=/dev/zero", f"of={path}", "bs=4M", f"count={size_mib // 4}", "conv=fdatasync"],
+        [
+            "dd",
+            "if=/dev/zero",
+            f"of={path}",
+            "bs=4M",
+            f"count={size_mib // 4}",
+            "conv=fdatasync",
+            *flags,
+        ],
         check=True,
         capture_output=True,
     )
@@ -236,7 +253,19 @@ def main() -> None:
     parser.add_argument(
         "--dir", type=Path, default=None, help="Where to work (default: the system temp dir)."
     )
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=15.0,
+        help="Pause before every timed write and cold read (0 to see the unsettled figures).",
+    )
     args = parser.parse_args()
+
+    def settle() -> None:
+        """Wait until memory freed by the previous phase is no longer cheaper to fill than
+        any other (see the module docstring)."""
+        time.sleep(args.settle_seconds)
+
     size = args.size_mib - args.size_mib % 4
     rss_size = args.rss_size_mib - args.rss_size_mib % 4
     with tempfile.TemporaryDirectory(prefix="hvelv-bench-files-", dir=args.dir) as tmp:
@@ -255,12 +284,13 @@ def main() -> None:
         )
         print(f"working in {work} ({shutil.disk_usage(work).free // 2**30} GiB free)")
 
-        # the disk's speed varies from minute to minute here: dd before, between and
-        # after the uploads, and the median is the baseline
-        dd_rates = [rate(size, dd_write(work / "dd.bin", size))]
-
         source = work / "source.bin"
         random_file(source, size)
+        direct_rate = rate(size, dd_write(work / "dd.bin", size, "oflag=direct"))
+        # the disk's speed varies from minute to minute here: dd before, between and
+        # after the uploads, and the median is the baseline
+        settle()
+        dd_rates = [rate(size, dd_write(work / "dd.bin", size))]
         objects = home / "blobs" / "objects"
         with server(env, work / "server.log") as (url, process):
             remote = setup(url, home, env)
@@ -269,10 +299,12 @@ def main() -> None:
             before = set(objects.rglob("*"))
 
             single = Uploader(remote, "files")
+            settle()
             with Phase(process.pid) as phase:
                 single.upload(LocalFile.of(source, "single.bin"))
             up_s = phase.seconds
             up_rate = rate(size, up_s)
+            settle()
             dd_rates.append(rate(size, dd_write(work / "dd.bin", size)))
             print(
                 f"upload, 1 stream (encrypt+fsync):    {up_rate:7.0f} MiB/s ({up_s:.2f} s; "
@@ -283,15 +315,18 @@ def main() -> None:
 
             before = set(objects.rglob("*"))
             parallel = Uploader(remote, "files", parallel=args.parallel)
+            settle()
             with Phase(process.pid) as phase:
                 parallel.upload(LocalFile.of(source, "parallel.bin"))
             par_s = phase.seconds
             par_rate = rate(size, par_s)
+            settle()
             dd_rates.append(rate(size, dd_write(work / "dd.bin", size)))
             dd_rate = statistics.median(dd_rates)
             print(
                 f"dd bs=4M conv=fdatasync, {size} MiB:  {dd_rate:7.0f} MiB/s median of "
                 + ", ".join(f"{r:.0f}" for r in dd_rates)
+                + f" ({direct_rate:.0f} MiB/s with oflag=direct, past the page cache)"
             )
             print(
                 f"upload, --parallel {args.parallel}:                {par_rate:7.0f} MiB/s "
@@ -308,8 +343,10 @@ def main() -> None:
             down_colds: list[float] = []
             for _ in range(3):
                 evict(blob)
+                settle()
                 raw_colds.append(raw_mib / dd_read(blob))
                 evict(blob)
+                settle()
                 with Phase(process.pid) as cold_phase:
                     _, got = api_download(remote, "files", "single.bin")
                 assert got == size * MiB, got
@@ -330,6 +367,7 @@ def main() -> None:
                 + ", ".join(f"{r:.0f}" for r in down_colds)
                 + f"; {cold_phase.cpu()}), {down_hot:.0f} MiB/s page-cached ({phase.cpu()})"
             )
+            settle()
             par_down_s, _ = api_download(remote, "files", "parallel.bin")
             print(
                 f"download of the concatenated file:   {rate(size, par_down_s):7.0f} MiB/s "
