@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
 from typing import Annotated
 from urllib.parse import quote
@@ -615,16 +615,20 @@ def _register(area: Area) -> None:
 STREAM_DEPTH = 1
 
 
-async def _guarded(first: bytes, rest: AsyncIterator[bytes], path: str) -> AsyncIterator[bytes]:
+async def _guarded(
+    first: bytes, rest: AsyncGenerator[bytes, None], path: str
+) -> AsyncIterator[bytes]:
     """Yield the file; a damaged segment later on aborts the stream (never wrong bytes)."""
-    if first:
-        yield first
     try:
+        if first:
+            yield first
         async for chunk in rest:
             yield chunk
     except IntegrityError as exc:
         log.error("integrity error while streaming", extra={"path": path, "error": str(exc)})
         raise
+    finally:
+        await rest.aclose()  # a client that went away: stop reading ahead now, not at GC
 
 
 for _area in Area:
