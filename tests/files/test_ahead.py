@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hvelv.files import ahead
 from hvelv.files.ahead import read_ahead, stream_ahead
 
 
@@ -82,32 +83,98 @@ def test_stream_an_error_of_the_producer_is_raised_after_the_items_before_it() -
 
 def test_a_consumer_that_stops_does_not_wait_for_a_slow_producer() -> None:
     """A client that goes away while storage is slow: the event loop goes on at once, and
-    the producer closes its source when its read returns."""
+    the producer closes its source when its read returns (with the loop still running)."""
+    reading = threading.Event()
     release = threading.Event()
     closed = threading.Event()
+    producers: list[threading.Thread] = []
 
     def chunks() -> Iterator[bytes]:
+        producers.append(threading.current_thread())
         try:
             yield b"first"
+            reading.set()
             release.wait(10)  # a read that hangs
             yield b"second"
             yield b"third"
         finally:
             closed.set()
 
-    async def consume() -> tuple[bytes, float]:
+    async def consume() -> tuple[bytes, float, bool]:
         stream = stream_ahead(chunks(), 1)
         first = await anext(stream)
+        assert await asyncio.to_thread(reading.wait, 10)
         started = time.perf_counter()
         await stream.aclose()
-        return first, time.perf_counter() - started
+        waited = time.perf_counter() - started
+        closed_early = closed.is_set()
+        release.set()
+        assert await asyncio.to_thread(closed.wait, 10)
+        await asyncio.to_thread(producers[0].join, 10)
+        return first, waited, closed_early
 
-    first, waited = asyncio.run(consume())
+    first, waited, closed_early = asyncio.run(consume())
     assert first == b"first"
-    assert not closed.is_set()  # still in its read: nobody joined it
-    release.set()
-    assert closed.wait(10)
+    assert not closed_early  # still in its read: nobody joined it
     assert waited < 5  # a bound far from the 10 s hang, not a speed figure
+    assert not producers[0].is_alive()
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_the_producer_reads_at_most_depth_items_ahead(depth: int) -> None:
+    produced: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(100):
+            produced.append(i)
+            yield bytes([i])
+
+    async def consume() -> int:
+        stream = stream_ahead(chunks(), depth)
+        await anext(stream)  # the consumer holds item 0 and takes nothing more
+        await asyncio.sleep(0.3)
+        ahead = len(produced)
+        await stream.aclose()
+        return ahead
+
+    # item 0, then ``depth`` more being read or waiting (fewer on a slow machine)
+    assert asyncio.run(consume()) <= 1 + depth
+
+
+def _names_of_producing_threads(streams: int) -> list[str]:
+    names: list[str] = []
+
+    def chunks() -> Iterator[bytes]:
+        names.append(threading.current_thread().name)
+        yield b"x"
+
+    def producers_ended() -> None:
+        for thread in threading.enumerate():
+            if thread.name == "read-ahead":
+                thread.join(10)
+
+    async def consume() -> None:
+        for _ in range(streams):
+            assert [chunk async for chunk in stream_ahead(chunks(), 1)] == [b"x"]
+            await asyncio.to_thread(producers_ended)  # it gives the thread back as it ends
+
+    asyncio.run(consume())
+    return names
+
+
+def test_beyond_the_thread_limit_a_stream_reads_in_the_thread_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ahead, "_stream_threads", threading.BoundedSemaphore(1))
+    ahead._stream_threads.acquire()  # the one thread is busy with another download
+    names = _names_of_producing_threads(2)
+    assert "read-ahead" not in names
+
+
+def test_a_finished_stream_gives_its_thread_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ahead, "_stream_threads", threading.BoundedSemaphore(1))
+    # one thread allowed: every stream gets it only if the one before gave it back
+    assert _names_of_producing_threads(3) == ["read-ahead"] * 3
 
 
 def test_depth_must_be_positive() -> None:

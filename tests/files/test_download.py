@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,6 +16,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from hvelv.crypto.segments import IntegrityError
+from hvelv.files import api
+from hvelv.files.ahead import stream_ahead
 from hvelv.files.blobs import blobs_of
 from hvelv.files.models import StoredFile
 from hvelv.platform import Platform
@@ -122,3 +129,35 @@ def test_a_flipped_byte_later_never_yields_wrong_bytes(
     # a range that avoids the damaged segment still works
     ok = download(client, project, h, "big.bin", Range="bytes=0-99")
     assert ok.content == stored[:100]
+
+
+def test_a_download_cancelled_while_it_waits_to_send_stops_reading_ahead() -> None:
+    """A response cancelled while the client reads nothing (a server shutting down): the
+    body is closed at once, so the read-ahead thread closes the stored file."""
+    closed = threading.Event()
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            for _ in range(100):
+                yield bytes(1024)
+        finally:
+            closed.set()
+
+    async def run() -> bool:
+        sending = asyncio.Event()
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                sending.set()
+                await asyncio.Event().wait()  # a client that never reads
+
+        response = api._Download(api._guarded(b"", stream_ahead(chunks(), 1), "x.bin"))
+        task = asyncio.ensure_future(response.stream_response(send))
+        await sending.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # the response (and its body) is still referenced: only the close can have done it
+        return await asyncio.to_thread(closed.wait, 10)
+
+    assert asyncio.run(run())
