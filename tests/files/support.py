@@ -39,6 +39,21 @@ def create(
     )
 
 
+def concatenate(
+    client: Any, url: str, headers: dict[str, str], partials: list[str], name: str
+) -> Any:
+    """POST the final upload of a tus concatenation of ``partials`` (their URLs) to ``url``."""
+    return client.post(
+        url,
+        headers={
+            **headers,
+            **TUS,
+            "Upload-Concat": "final;" + " ".join(partials),
+            "Upload-Metadata": metadata(filename=name),
+        },
+    )
+
+
 def patch(
     client: Any, url: str, headers: dict[str, str], offset: int, data: bytes, **extra: str
 ) -> Any:

@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from hvelv.files.models import UploadLink
 from hvelv.platform import Platform
-from tests.files.support import TUS, create, download, metadata, patch, upload
+from tests.files.support import TUS, concatenate, create, download, metadata, patch, upload
 from tests.support.people import Person
 
 
@@ -112,15 +112,7 @@ def test_a_parallel_upload_through_a_link_is_one_use(
         assert made.status_code == 201, made.text
         assert patch(client, made.headers["Location"], bearer, 0, piece).status_code == 204
         partials.append(made.headers["Location"])
-    final = client.post(
-        url,
-        headers={
-            **bearer,
-            **TUS,
-            "Upload-Concat": "final;" + " ".join(partials),
-            "Upload-Metadata": metadata(filename="both.txt"),
-        },
-    )
+    final = concatenate(client, url, bearer, partials, "both.txt")
     assert final.status_code == 201, final.text
     got = download(client, project, people["member"].headers, "both.txt", area="import")
     assert got.content == b"first half second half"

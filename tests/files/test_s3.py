@@ -16,7 +16,17 @@ from hvelv.config import Settings, load_settings
 from hvelv.files import uploads
 from hvelv.files.models import Upload
 from hvelv.platform import Platform
-from tests.files.support import TUS, create, download, metadata, patch, sha256, upload, uploads_url
+from tests.files.support import (
+    TUS,
+    concatenate,
+    create,
+    download,
+    metadata,
+    patch,
+    sha256,
+    upload,
+    uploads_url,
+)
 from tests.support.people import Person
 from tests.support.seaweedfs import SeaweedFS
 
@@ -94,15 +104,7 @@ def test_concatenation_and_termination_on_s3(
         )
         assert patch(client, made.headers["Location"], h, 0, piece).status_code == 204
         urls.append(made.headers["Location"])
-    final = client.post(
-        uploads_url(project),
-        headers={
-            **h,
-            **TUS,
-            "Upload-Concat": "final;" + " ".join(urls),
-            "Upload-Metadata": metadata(filename="joined.bin"),
-        },
-    )
+    final = concatenate(client, uploads_url(project), h, urls, "joined.bin")
     assert final.status_code == 201, final.text
     assert download(client, project, h, "joined.bin").content == data
     doomed = create(client, project, h, 10 * MiB, name="doomed.bin").headers["Location"]

@@ -19,6 +19,7 @@ from hvelv.platform import Platform
 from tests.files.support import (
     OCTETS,
     TUS,
+    concatenate,
     create,
     download,
     metadata,
@@ -403,15 +404,7 @@ def test_concatenation_goes_on_from_the_first_partials_hash(
             return real_hash(reader, digest, start)  # type: ignore[arg-type]
 
         monkeypatch.setattr(uploads, "file_sha256", hash_after_first)
-    final = client.post(
-        uploads_url(project),
-        headers={
-            **h,
-            **TUS,
-            "Upload-Concat": "final;" + " ".join(partials),
-            "Upload-Metadata": metadata(filename="joined.bin"),
-        },
-    )
+    final = concatenate(client, uploads_url(project), h, partials, "joined.bin")
     assert final.status_code == 201, final.text
     assert listing(client, project, h)[0]["sha256"] == sha256(data)
     assert download(client, project, h, "joined.bin").content == data
