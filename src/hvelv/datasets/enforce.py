@@ -37,7 +37,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
@@ -72,6 +72,7 @@ __all__ = [
 ENUM_MAX_VALUES: Final = 4096
 _SMALL_CHANGE: Final = 2048  # up to this many added participants: take their row ranges
 _SELECTED: Final = f"{RESERVED_PREFIX}_selected"
+_CLEANUP_TRIES: Final = 3  # a ROLLBACK or unregister cut off by a deadline's interrupt is retried
 
 
 def quote(name: str) -> str:
@@ -343,17 +344,36 @@ class UseDatabase:
         return True
 
     def _rollback(self) -> None:
-        # A deadline can fire between the failed statement and this ROLLBACK: the interrupt
-        # then ends the ROLLBACK instead, which left the transaction aborted (seen under load:
-        # "Current transaction is aborted"). The interrupt is spent by then; roll back again.
-        for _ in range(3):
+        try:
+            self._despite_interrupts(lambda: self.con.execute("ROLLBACK"))
+        except duckdb.TransactionException:  # none active
+            return
+
+    @staticmethod
+    def _despite_interrupts(action: Callable[[], object]) -> None:
+        """Run ``action`` (a ROLLBACK, dropping a registered table), again if interrupted.
+
+        A deadline can fire just after the statement it was meant for ended: the interrupt
+        then ends this clean-up instead (seen under load: a ROLLBACK cut off left the
+        transaction aborted, "Current transaction is aborted"; an unregister cut off left the
+        registered table behind). A deadline interrupts once, so the next try runs.
+        """
+        for attempt in range(_CLEANUP_TRIES):
             try:
-                self.con.execute("ROLLBACK")
-            except duckdb.TransactionException:  # none active
+                action()
                 return
             except duckdb.InterruptException:
-                continue
-            return
+                if attempt == _CLEANUP_TRIES - 1:
+                    raise
+
+    @contextmanager
+    def _registered(self, name: str, table: pa.Table) -> Iterator[str]:
+        """``table`` readable as ``name`` by this connection's SQL while the block runs."""
+        self.con.register(name, table)  # interrupted, it registers nothing
+        try:
+            yield name
+        finally:
+            self._despite_interrupts(lambda: self.con.unregister(name))
 
     @contextmanager
     def limited(self, deadline: Deadline | None) -> Iterator[None]:
@@ -433,7 +453,6 @@ class UseDatabase:
         selection as an extra column, which is faster than filtering in Arrow first. All in one
         transaction: if it fails or is interrupted, the previous copy (if any) is left intact.
         """
-        con = self.con
         run = self._execute
         src = f"{RESERVED_PREFIX}_src"
         data = base.table
@@ -442,15 +461,13 @@ class UseDatabase:
             data = data.append_column(_SELECTED, pa.array(selection))
             where = quote(_SELECTED)
         generation = copy.generation + 1
-        con.register(src, data)
-        try:
-            run("BEGIN TRANSACTION")
-            self._fill(copy, base, src, where, selection is not None, generation)
-        except BaseException:
-            self._rollback()
-            raise
-        finally:
-            con.unregister(src)
+        with self._registered(src, data):
+            try:
+                run("BEGIN TRANSACTION")
+                self._fill(copy, base, src, where, selection is not None, generation)
+            except BaseException:
+                self._rollback()
+                raise
         copy.generation = generation
         copy.built = True
         copy.stats["builds"] += 1
@@ -516,27 +533,19 @@ class UseDatabase:
                 values = pc.unique(pc.drop_null(rows.column(column))).to_pylist()
                 if not known.issuperset(values):
                     return False  # a value the ENUM does not know: rebuild
-        con = self.con
         run = self._execute
         run("BEGIN TRANSACTION")
         try:
             if len(removed):
-                keys = f"{RESERVED_PREFIX}_keys"
-                con.register(keys, pa.table({"k": removed.astype(np.int32)}))
-                try:
+                keys = pa.table({"k": removed.astype(np.int32)})
+                with self._registered(f"{RESERVED_PREFIX}_keys", keys) as name:
                     run(
                         f"DELETE FROM main.{quote(copy.table)} "
-                        f"WHERE {quote(PK_COLUMN)} IN (SELECT k FROM {quote(keys)})"
+                        f"WHERE {quote(PK_COLUMN)} IN (SELECT k FROM {quote(name)})"
                     )
-                finally:
-                    con.unregister(keys)
             if rows is not None:
-                src = f"{RESERVED_PREFIX}_src"
-                con.register(src, rows)
-                try:
-                    run(f"INSERT INTO main.{quote(copy.table)} BY NAME SELECT * FROM {quote(src)}")
-                finally:
-                    con.unregister(src)
+                with self._registered(f"{RESERVED_PREFIX}_src", rows) as name:
+                    run(f"INSERT INTO main.{quote(copy.table)} BY NAME SELECT * FROM {quote(name)}")
             run("COMMIT")
         except BaseException:
             self._rollback()
