@@ -411,6 +411,94 @@ def test_concatenation_goes_on_from_the_first_partials_hash(
     assert kept.take(first_id, None) is None  # used once, then gone
 
 
+@pytest.mark.parametrize(
+    ("places", "hashed"),
+    [
+        (("0", "1", "2"), [True, False, False]),
+        (("1", "0", "2"), [False, True, False]),  # told wrongly: the final reads all back
+        (("x", "+7", None), [True, True, True]),  # not a place we read: hashed as before
+        (("00", "١", "3"), [True, True, False]),  # "١" is an Arabic-Indic digit one
+    ],
+)
+def test_only_the_partial_said_to_be_first_is_hashed_as_it_arrives(
+    client: TestClient,
+    platform: Platform,
+    people: dict[str, Person],
+    project: str,
+    places: tuple[str | None, ...],
+    hashed: list[bool],
+) -> None:
+    """Our CLI tells each partial's place in ``Upload-Metadata`` (``partIndex``). Partials
+    said to come later are not hashed as they arrive: the concatenation hashes them in order
+    anyway. A wrong or odd place costs time, never the right SHA-256."""
+    h = people["member"].headers
+    data = os.urandom(7 * MiB + 5)
+    cuts = [0, 3 * MiB + 1, 5 * MiB, len(data)]
+    partials = []
+    for (start, end), place in zip(itertools.pairwise(cuts), places, strict=True):
+        told = {} if place is None else {"Upload-Metadata": metadata(partIndex=place)}
+        made = client.post(
+            uploads_url(project),
+            headers={
+                **h,
+                **TUS,
+                "Upload-Length": str(end - start),
+                "Upload-Concat": "partial",
+                **told,
+            },
+        )
+        assert made.status_code == 201, made.text
+        assert patch(client, made.headers["Location"], h, 0, data[start:end]).status_code == 204
+        partials.append(made.headers["Location"])
+    with platform.db.read() as session:
+        recorded = [session.get(Upload, url.rsplit("/", 1)[-1]) for url in partials]
+        digests = [u.sha256 if u is not None else "gone" for u in recorded]
+    assert digests == [
+        sha256(data[start:end]) if told else None
+        for (start, end), told in zip(itertools.pairwise(cuts), hashed, strict=True)
+    ]
+    final = concatenate(client, uploads_url(project), h, partials, "joined.bin")
+    assert final.status_code == 201, final.text
+    assert listing(client, project, h)[0]["sha256"] == sha256(data)
+    assert download(client, project, h, "joined.bin").content == data
+
+
+def test_a_later_partial_resumed_after_a_restart_is_not_hashed_either(
+    client: TestClient, platform: Platform, people: dict[str, Person], project: str
+) -> None:
+    """After a restart the writer is rebuilt from the store without a running hash; a
+    partial said to come later is then not read back to hash it at its end."""
+    h = people["member"].headers
+    data = os.urandom(5 * MiB + 3)
+    cuts = [0, 2 * MiB, len(data)]
+    partials = []
+    for index, (start, end) in enumerate(itertools.pairwise(cuts)):
+        made = client.post(
+            uploads_url(project),
+            headers={
+                **h,
+                **TUS,
+                "Upload-Length": str(end - start),
+                "Upload-Concat": "partial",
+                "Upload-Metadata": metadata(partIndex=str(index)),
+            },
+        )
+        partials.append(made.headers["Location"])
+    later = partials[1]
+    half = 2 * MiB + 1
+    assert patch(client, later, h, 0, data[cuts[1] : cuts[1] + half]).status_code == 204
+    uploads._remember(later.rsplit("/", 1)[-1], None)  # what a restart forgets
+    assert patch(client, later, h, half, data[cuts[1] + half :]).status_code == 204
+    assert patch(client, partials[0], h, 0, data[: cuts[1]]).status_code == 204
+    with platform.db.read() as session:
+        recorded = session.get(Upload, later.rsplit("/", 1)[-1])
+        assert recorded is not None
+        assert (recorded.status, recorded.sha256) == ("completed", None)
+    final = concatenate(client, uploads_url(project), h, partials, "joined.bin")
+    assert final.status_code == 201, final.text
+    assert listing(client, project, h)[0]["sha256"] == sha256(data)
+
+
 def test_a_damaged_first_partial_fails_the_concatenation_even_with_its_hash_kept(
     client: TestClient, platform: Platform, people: dict[str, Person], project: str
 ) -> None:

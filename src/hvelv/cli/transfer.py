@@ -44,6 +44,7 @@ LINK_CHUNK: Final = 16 * 1024 * 1024  # per PATCH with Upload-Checksum (the serv
 MIN_PARTIAL: Final = 4 * 1024 * 1024  # smaller files are not split for --parallel
 TUS: Final = {"Tus-Resumable": "1.0.0"}
 OCTETS: Final = "application/offset+octet-stream"
+PART_INDEX: Final = "partIndex"  # Upload-Metadata: a partial's place (as hvelv.files.uploads)
 STATE_DAYS: Final = 30  # forget unfinished transfers after this long
 RETRIES: Final = 5
 LOCK_WAIT: Final = 120.0  # seconds to wait for a stale lease of an interrupted PATCH
@@ -349,7 +350,7 @@ class Uploader:
             "relativePath": item.remote,
             "filetype": kind,
         }
-        return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in items.items())
+        return _encode_metadata(items)
 
     def _create(self, length: int, headers: dict[str, str]) -> str:
         response = self.remote.call(
@@ -407,8 +408,13 @@ class Uploader:
         if not parts:
             count = self.parallel
             bounds = [item.size * i // count for i in range(count + 1)]
-            for start, end in itertools.pairwise(bounds):
-                url = self._create(end - start, {"Upload-Concat": "partial"})
+            for index, (start, end) in enumerate(itertools.pairwise(bounds)):
+                # the server hashes only the first partial as it arrives (its place is ours
+                # to say: tus has no word for it)
+                place = _encode_metadata({PART_INDEX: str(index)})
+                url = self._create(
+                    end - start, {"Upload-Concat": "partial", "Upload-Metadata": place}
+                )
                 parts.append({"url": url, "start": start, "length": end - start})
                 offsets.append(0)
             self.state.put("uploads", key, {"kind": "concat", "parts": parts})
@@ -680,3 +686,8 @@ __all__ = [
     "Uploader",
     "file_sha256",
 ]
+
+
+def _encode_metadata(items: dict[str, str]) -> str:
+    """A tus ``Upload-Metadata`` value."""
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in items.items())

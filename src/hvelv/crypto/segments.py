@@ -267,8 +267,15 @@ class SegmentWriter:
     """
 
     def __init__(
-        self, key: bytes, object_id: bytes, segment_size: int = DEFAULT_SEGMENT_SIZE
+        self,
+        key: bytes,
+        object_id: bytes,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        *,
+        hashed: bool = True,
     ) -> None:
+        """``hashed=False``: no SHA-256 of the plaintext is kept (:attr:`sha256_known` False),
+        for data whose hash is computed elsewhere or not needed."""
         _check_segment_size(segment_size)
         self._cipher = _Cipher(key, object_id, segment_size)
         self._segment_size = segment_size
@@ -276,7 +283,7 @@ class SegmentWriter:
         self._fill = 0
         self._index = 0
         self._header_pending = True
-        self._hash: Any = hashlib.sha256()  # None after resume() without the stored bytes
+        self._hash: Any = hashlib.sha256() if hashed else None  # None: not hashed (resume())
         self._length = 0
         self.discarded_tail = False
         self._emitted = 0
@@ -466,7 +473,8 @@ class SegmentWriter:
 
     @property
     def sha256_known(self) -> bool:
-        """False for a writer resumed without its stored bytes (see :meth:`resume`)."""
+        """False for a writer made with ``hashed=False`` or resumed without its stored bytes
+        (see :meth:`resume`)."""
         return self._hash is not None
 
     def sha256_digest(self) -> bytes:
