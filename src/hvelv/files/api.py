@@ -162,7 +162,8 @@ async def _receive(
     remaining = (length if length is not None else lease.upload.reserved) - lease.upload.offset
     hasher = checksum.hasher() if checksum else None
     limit = ctx.platform.settings.upload_part_bytes * 4
-    pending = bytearray()
+    pending: list[bytes] = []  # handed on as they came: joining them cost the event loop a copy
+    pending_bytes = 0
     job: asyncio.Future[None] | None = None
     taken = 0
     too_long = disconnected = False
@@ -184,11 +185,12 @@ async def _receive(
                             "send smaller chunks",
                         )
                     hasher.update(chunk)
-                pending += chunk
-                if len(pending) >= FEED_BYTES:
+                pending.append(chunk)
+                pending_bytes += len(chunk)
+                if pending_bytes >= FEED_BYTES:
                     if job is not None:
                         await job
-                    block, pending = pending, bytearray()
+                    block, pending, pending_bytes = pending, [], 0
                     job = asyncio.ensure_future(run_in_threadpool(writer.feed, block))
                 if too_long:
                     break

@@ -24,7 +24,7 @@ import secrets
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -638,9 +638,11 @@ class PartWriter:
     def durable(self) -> int:
         return max(self.initial, self.stored)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self.received += len(data)
-        self.ready.extend(self.writer.write(data))
+    def feed(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Encrypt ``chunks`` (pieces of the request body, in order) and hand on whole parts."""
+        for data in chunks:
+            self.received += len(data)
+            self.ready.extend(self.writer.write(data))
         while not self.defer and len(self.ready) >= self.segments_per_part:
             batch = self.ready[: self.segments_per_part]
             del self.ready[: self.segments_per_part]
