@@ -430,6 +430,16 @@ def test_resume_without_stored_bytes_defers_the_hash() -> None:
     assert plaintext_sha256(KEY, OID, [blob]) == (hashlib.sha256(data).hexdigest(), len(data))
 
 
+def test_a_writer_made_without_hashing_keeps_no_sha256() -> None:
+    data = os.urandom(2 * S + 5)
+    w = SegmentWriter(KEY, OID, S, hashed=False)
+    assert not w.sha256_known
+    blob = b"".join([*w.write(data), w.finish()])
+    with pytest.raises(RuntimeError, match="hashed=False"):
+        w.sha256_hex()
+    assert decrypt(blob) == data  # the same stream as a hashing writer's
+
+
 def test_stale_tail_is_discarded() -> None:
     data = os.urandom(3 * S)
     w = SegmentWriter(KEY, OID, S)

@@ -483,8 +483,8 @@ class SegmentWriter:
             raise RuntimeError("sha256 is only defined after finish()")
         if self._hash is None:
             raise RuntimeError(
-                "writer was resumed without its stored bytes; use plaintext_sha256() on the "
-                "completed object"
+                "this writer keeps no SHA-256 (made with hashed=False, or resumed without its "
+                "stored bytes); use plaintext_sha256() on the completed object"
             )
         return bytes(self._hash.digest())
 
