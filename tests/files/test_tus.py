@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
 import os
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from hvelv.crypto.segments import IntegrityError
-from hvelv.files import uploads
+from hvelv.files import api, uploads
 from hvelv.files.models import Upload
 from hvelv.platform import Platform
 from tests.files.support import (
@@ -211,6 +214,46 @@ def test_checksums(client: TestClient, people: dict[str, Person], project: str) 
     assert unknown.status_code == 400
     md5 = "md5 " + base64.b64encode(hashlib.md5(rest).digest()).decode()  # noqa: S324
     assert patch(client, url, h, len(first), rest, **{"Upload-Checksum": md5}).status_code == 204
+    assert download(client, project, h, "data.bin").content == data
+
+
+def test_a_body_in_many_tiny_pieces_is_handed_on_in_bounded_lists(
+    client: TestClient, people: dict[str, Person], project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pieces go to the encrypting thread as they came, at most FEED_PIECES at a time: a body
+    trickled in bytes does not pile up one Python object per byte."""
+    h = people["member"].headers
+    pieces = [os.urandom(7) for _ in range(1000)] + [os.urandom(3 * MiB)]
+    data = b"".join(pieces)
+    handed: list[int] = []
+    real_feed = uploads.PartWriter.feed
+
+    def feed(self: uploads.PartWriter, chunks: list[bytes]) -> None:
+        handed.append(len(chunks))
+        real_feed(self, chunks)
+
+    monkeypatch.setattr(uploads.PartWriter, "feed", feed)
+    url = create(client, project, h, len(data)).headers["Location"]
+
+    async def trickle() -> httpx.Response:
+        async def body() -> AsyncIterator[bytes]:
+            for piece in pieces:
+                yield piece
+
+        # the in-process TestClient joins a streamed body; httpx's ASGI transport hands the
+        # app each piece as its own http.request message, as a server does with TCP reads
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as ac:
+            return await ac.patch(
+                url,
+                content=body(),
+                headers={**h, **TUS, "Upload-Offset": "0", "Content-Type": OCTETS},
+            )
+
+    response = asyncio.run(trickle())
+    assert response.status_code == 204, response.text
+    assert max(handed) <= api.FEED_PIECES
+    assert sum(handed) >= len(pieces)  # not joined on the way
     assert download(client, project, h, "data.bin").content == data
 
 

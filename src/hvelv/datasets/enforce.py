@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -344,10 +344,18 @@ class UseDatabase:
         return True
 
     def _rollback(self) -> None:
+        self._stop_watching()
         try:
             self._despite_interrupts(lambda: self.con.execute("ROLLBACK"))
         except duckdb.TransactionException:  # none active
             return
+
+    def _stop_watching(self) -> None:
+        """After a failure: the deadline interrupts this connection no more, so that the
+        clean-up is not cut off (a query waiting for this use fires the deadline of a
+        warm-up build, and several may come)."""
+        if self._deadline is not None:
+            self._deadline.unwatch(self.con)
 
     @staticmethod
     def _despite_interrupts(action: Callable[[], object]) -> None:
@@ -356,7 +364,9 @@ class UseDatabase:
         A deadline can fire just after the statement it was meant for ended: the interrupt
         then ends this clean-up instead (seen under load: a ROLLBACK cut off left the
         transaction aborted, "Current transaction is aborted"; an unregister cut off left the
-        registered table behind). A deadline interrupts once, so the next try runs.
+        registered table behind). After a failure the connection is no longer watched
+        (:meth:`_stop_watching`), so only an interrupt sent just before can land: the next
+        try runs. On success the deadline's own timer may still fire once.
         """
         for attempt in range(_CLEANUP_TRIES):
             try:
@@ -368,12 +378,16 @@ class UseDatabase:
 
     @contextmanager
     def _registered(self, name: str, table: pa.Table) -> Iterator[str]:
-        """``table`` readable as ``name`` by this connection's SQL while the block runs."""
+        """``table`` readable as ``name`` by this connection's SQL while the block runs.
+        Register outside a transaction: in one that failed, dropping it fails too."""
         self.con.register(name, table)  # interrupted, it registers nothing
         try:
             yield name
-        finally:
+        except BaseException:
+            self._stop_watching()
             self._despite_interrupts(lambda: self.con.unregister(name))
+            raise
+        self._despite_interrupts(lambda: self.con.unregister(name))
 
     @contextmanager
     def limited(self, deadline: Deadline | None) -> Iterator[None]:
@@ -534,21 +548,33 @@ class UseDatabase:
                 if not known.issuperset(values):
                     return False  # a value the ENUM does not know: rebuild
         run = self._execute
-        run("BEGIN TRANSACTION")
-        try:
-            if len(removed):
-                keys = pa.table({"k": removed.astype(np.int32)})
-                with self._registered(f"{RESERVED_PREFIX}_keys", keys) as name:
+        with ExitStack() as registered:
+            keys = (
+                registered.enter_context(
+                    self._registered(
+                        f"{RESERVED_PREFIX}_keys", pa.table({"k": removed.astype(np.int32)})
+                    )
+                )
+                if len(removed)
+                else None
+            )
+            src = (
+                registered.enter_context(self._registered(f"{RESERVED_PREFIX}_src", rows))
+                if rows is not None
+                else None
+            )
+            run("BEGIN TRANSACTION")
+            try:
+                if keys is not None:
                     run(
                         f"DELETE FROM main.{quote(copy.table)} "
-                        f"WHERE {quote(PK_COLUMN)} IN (SELECT k FROM {quote(name)})"
+                        f"WHERE {quote(PK_COLUMN)} IN (SELECT k FROM {quote(keys)})"
                     )
-            if rows is not None:
-                with self._registered(f"{RESERVED_PREFIX}_src", rows) as name:
-                    run(f"INSERT INTO main.{quote(copy.table)} BY NAME SELECT * FROM {quote(name)}")
-            run("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
+                if src is not None:
+                    run(f"INSERT INTO main.{quote(copy.table)} BY NAME SELECT * FROM {quote(src)}")
+                run("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
         copy.stats["updates"] += 1
         return True

@@ -133,7 +133,18 @@ class Deadline:
             yield
         finally:
             with self._lock:
-                self._watched.remove(con)
+                if con in self._watched:  # unwatch() may have taken it already
+                    self._watched.remove(con)
+
+    def unwatch(self, con: Interruptible) -> None:
+        """Interrupt ``con`` no more (before clean-up that must not be cut off: once this
+        returns, no interrupt of this deadline is sent to it)."""
+        with self._lock:
+            self._watched = [c for c in self._watched if c is not con]
+
+    def watches(self, con: Interruptible) -> bool:
+        with self._lock:
+            return any(c is con for c in self._watched)
 
     def cancel(self) -> None:
         self._timer.cancel()

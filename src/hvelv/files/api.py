@@ -81,6 +81,8 @@ TUS_ERRORS = {
     460: "Checksum mismatch",
 }
 FEED_BYTES = 1024 * 1024  # plaintext handed to the encrypting thread at a time
+#: ... or fewer bytes in this many pieces: each piece of a body trickled in costs ~40 bytes
+FEED_PIECES = 256
 
 
 def file_out(stored: StoredFile) -> FileOut:
@@ -187,7 +189,7 @@ async def _receive(
                     hasher.update(chunk)
                 pending.append(chunk)
                 pending_bytes += len(chunk)
-                if pending_bytes >= FEED_BYTES:
+                if pending_bytes >= FEED_BYTES or len(pending) >= FEED_PIECES:
                     if job is not None:
                         await job
                     block, pending, pending_bytes = pending, [], 0
